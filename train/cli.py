@@ -1,0 +1,128 @@
+"""`groove-train`: prepare GMD windows, fit GrooVAE, evaluate a run (thin click commands)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .config import PRESETS
+
+
+def _fail(message: str) -> None:
+    click.echo(f"groove-train: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train GrooVAE drum models on the Groove MIDI Dataset."""
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="Groove MIDI Dataset folder (with info.csv).")
+@click.option("--out", "out_dir", default="data_cache/gmd_4bar", show_default=True,
+              type=click.Path(), help="Where the per-split window files go.")
+@click.option("--meter", "meters", multiple=True, default=("4-4",), show_default=True,
+              help="Time signatures to keep (repeat), as in info.csv, e.g. 4-4.")
+@click.option("--beat-type", "beat_types", multiple=True, default=("beat", "fill"),
+              show_default=True, type=click.Choice(["beat", "fill"]))
+@click.option("--bars", default=4, show_default=True, help="Bars per window.")
+@click.option("--hop-bars", default=1, show_default=True, help="Bars between window starts.")
+@click.option("--force", is_flag=True, help="Rebuild even when the cache matches.")
+def prepare(data_dir, out_dir, meters, beat_types, bars, hop_bars, force):
+    """Convert GMD MIDI files into cached window tensors, one file per split."""
+    from .data import DataError, PrepareOptions, prepare as run_prepare
+
+    options = PrepareOptions(meters=tuple(meters), beat_types=tuple(beat_types), bars=bars,
+                             hop_bars=hop_bars)
+    try:
+        summary = run_prepare(data_dir, out_dir, options, force=force)
+    except DataError as e:
+        _fail(str(e))
+    where = "reused cache in" if summary.cached else f"wrote in {summary.seconds:.1f} s to"
+    click.echo(summary.format())
+    click.echo(f"{where} {out_dir}")
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(),
+              help="Prepared dataset folder (from `groove-train prepare`).")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run folder to write.")
+@click.option("--preset", default="groovae_4bar_small", show_default=True,
+              type=click.Choice(sorted(PRESETS)))
+@click.option("--head", type=click.Choice(["mean", "gaussian"]),
+              help="Velocity/offset head (default: the preset's, 'mean' as in Magenta).")
+@click.option("--max-steps", type=int, help="Stop after this many steps.")
+@click.option("--max-minutes", type=float, help="Stop after this much training time.")
+@click.option("--batch-size", type=int)
+@click.option("--lr", "learning_rate", type=float)
+@click.option("--dropout", type=float)
+@click.option("--eval-every", type=int)
+@click.option("--checkpoint-every", type=int)
+@click.option("--keep-last", type=int)
+@click.option("--seed", type=int)
+@click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")
+@click.option("--no-progress", is_flag=True)
+def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, learning_rate,
+        dropout, eval_every, checkpoint_every, keep_last, seed, resume, device, threads,
+        no_progress):
+    """Train a GrooVAE; SIGINT/SIGTERM checkpoint before leaving, --resume continues exactly."""
+    from .data import DataError
+    from .fit import fit as run_fit
+    from .run import RunError
+
+    model_over = {k: v for k, v in {"continuous_head": head, "dropout": dropout}.items()
+                  if v is not None}
+    train_over = {k: v for k, v in {
+        "max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size,
+        "learning_rate": learning_rate, "eval_every": eval_every,
+        "checkpoint_every": checkpoint_every, "keep_last": keep_last, "seed": seed}.items()
+        if v is not None}
+    if resume and model_over:
+        _fail("--head/--dropout cannot change on --resume (the weights fix the model)")
+    try:
+        run_fit(run_dir, data_dir, preset, model_over, train_over, resume=resume, device=device,
+                threads=threads, progress=not no_progress)
+    except (DataError, RunError, FileExistsError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path())
+@click.option("--data", "data_dir", type=click.Path(),
+              help="Prepared dataset folder (default: the one the run trained on).")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "validation", "test"]))
+@click.option("--samples", "n_samples", default=1024, show_default=True,
+              help="Prior samples compared with the split.")
+@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--plot", is_flag=True, help="Write piano-roll PNGs into the run folder.")
+@click.option("--threads", default=0)
+def evaluate(run_dir, data_dir, split, n_samples, temperature, plot, threads):
+    """Reconstruction and sample metrics of a run on a split: JSON + a readable table."""
+    import torch
+
+    from .data import DataError
+    from .evaluate import evaluate_run
+    from .run import RunError, load_run_config
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if data_dir is None:
+            data_dir = load_run_config(run_dir)[4]
+        result = evaluate_run(run_dir, data_dir, split=split, n_samples=n_samples,
+                              temperature=temperature, plot_dir=run_dir if plot else None)
+    except (DataError, RunError) as e:
+        _fail(str(e))
+    table = result.get("table") if isinstance(result, dict) else None
+    if table:
+        click.echo(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Frozen model and training configs, and the named presets that mirror the seeds."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from groove_live.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    enc_rnn_sizes: tuple[int, ...] = (512,)  # bidirectional: units per direction
+    dec_rnn_sizes: tuple[int, ...] = (256, 256)
+    z_size: int = 256
+    # Probability of dropping an LSTM input unit. Magenta's keep_prob 0.3 means p = 0.7.
+    dropout: float = 0.7
+    # "mean": velocity/offset regress to the mean with MSE (Magenta). "gaussian": a learned
+    # per-cell Gaussian (NLL on true hits) that sampling draws from, to keep the groove's spread.
+    continuous_head: str = "mean"
+    free_bits: float = 48.0  # in bits, over the whole z (not per dimension)
+    beta: float = 0.2
+    steps_per_bar: int = 16
+    bars: int = 4
+    n_drums: int = 9
+
+    @property
+    def free_nats(self) -> float:
+        return self.free_bits * math.log(2.0)
+
+    @property
+    def steps(self) -> int:
+        return self.steps_per_bar * self.bars
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-5
+    decay_rate: float = 0.9999  # lr = (lr0 - lr_min) * decay_rate ** step + lr_min
+    grad_clip_norm: float = 1.0
+    grad_norm_reset: float = 1e4  # Magenta zeroes the update when the global norm exceeds this
+    max_steps: int = 50_000
+    max_minutes: float = 0.0  # 0 = no wall-clock limit
+    eval_every: int = 200
+    eval_batches: int = 0  # 0 = the whole validation split
+    checkpoint_every: int = 200
+    keep_last: int = 3
+    log_every: int = 10
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+PRESETS: dict[str, Preset] = {
+    # The original GrooVAE sizes (~4.1 M parameters).
+    "groovae_4bar": Preset("groovae_4bar", ModelConfig(), TrainConfig()),
+    # ~1 M parameters, trainable on 2 CPU cores in an hour. Lighter dropout than the original:
+    # at a few tens of epochs a small model underfits long before it overfits.
+    "groovae_4bar_small": Preset(
+        "groovae_4bar_small",
+        ModelConfig(enc_rnn_sizes=(256,), dec_rnn_sizes=(128, 128), z_size=128, dropout=0.3),
+        TrainConfig(batch_size=128),
+    ),
+    # For tests and smoke runs: seconds on a laptop.
+    "groovae_tiny": Preset(
+        "groovae_tiny",
+        ModelConfig(enc_rnn_sizes=(32,), dec_rnn_sizes=(32, 32), z_size=16, dropout=0.0),
+        TrainConfig(batch_size=16, eval_every=5, checkpoint_every=5, log_every=1),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+def spec_for(model: ModelConfig, **fields) -> ModelSpec:
+    """The runtime spec of a model with this config."""
+    return ModelSpec(steps_per_bar=model.steps_per_bar, bars=model.bars, z_size=model.z_size,
+                     continuous_head=model.continuous_head, **fields)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    d = dict(d)
+    for key in ("enc_rnn_sizes", "dec_rnn_sizes"):
+        d[key] = tuple(d[key])
+    return ModelConfig(**d)
+
+
+def train_config_from_dict(d: dict) -> TrainConfig:
+    return TrainConfig(**d)
