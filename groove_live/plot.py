@@ -1,0 +1,114 @@
+"""Piano-roll PNGs of drum patterns (matplotlib, optional: imported only when drawing)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .pattern import Patterns
+from .spec import ModelSpec
+
+HIT_THRESHOLD = 0.5
+# Marker area in points^2 at velocity 0 and 1; alpha likewise, so soft ghost notes stay visible.
+MIN_SIZE, MAX_SIZE = 6.0, 60.0
+MIN_ALPHA, MAX_ALPHA = 0.25, 1.0
+
+
+class PlotUnavailable(ImportError):
+    """matplotlib is not installed: it is optional for the runtime."""
+
+
+def _figure(width_in: float, height_in: float):
+    # The object-oriented API with an explicit Agg canvas: no pyplot, so no global backend
+    # switch in the caller's process, no figure registry to leak, and safe off the main thread.
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotUnavailable(
+            "PNG plots need matplotlib: pip install 'groove-live[png]'") from None
+    figure = Figure(figsize=(width_in, height_in), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _one(pattern: Patterns) -> Patterns:
+    if len(pattern) != 1:
+        raise ValueError(f"expected one pattern, got a batch of {len(pattern)}")
+    return pattern
+
+
+def _draw(ax, pattern: Patterns, spec: ModelSpec, title: str) -> None:
+    """One piano roll on ax: drums on y, steps on x, bar and beat lines, onsets at step + offset."""
+    pattern = _one(pattern)
+    hits = pattern.hits[0] > HIT_THRESHOLD  # (T, C)
+    steps, n_drums = hits.shape
+    if n_drums != spec.n_drums:
+        raise ValueError(f"pattern has {n_drums} drum classes, the spec {spec.n_drums}")
+    step_index, drum_index = np.nonzero(hits)
+    velocity = np.clip(pattern.velocities[0][hits], 0.0, 1.0)
+    onset_step = step_index + pattern.offsets[0][hits]  # where the note really sounds
+
+    for step in range(0, steps + 1, spec.steps_per_beat):
+        bar_line = step % spec.steps_per_bar == 0
+        ax.axvline(step - 0.5, color="0.35" if bar_line else "0.85",
+                   linewidth=1.2 if bar_line else 0.6, zorder=0)
+    for drum in range(n_drums):
+        ax.axhline(drum, color="0.93", linewidth=0.6, zorder=0)
+
+    colors = np.zeros((len(velocity), 4))
+    colors[:, :3] = (0.75, 0.2, 0.1)
+    colors[:, 3] = MIN_ALPHA + (MAX_ALPHA - MIN_ALPHA) * velocity
+    # Grid ticks under the notes show how far each onset is pushed or pulled.
+    ax.scatter(step_index, drum_index, marker="|", s=50, color="0.55", linewidths=0.7, zorder=1)
+    ax.scatter(onset_step, drum_index, s=MIN_SIZE + (MAX_SIZE - MIN_SIZE) * velocity,
+               c=colors, edgecolors="none", zorder=2)
+
+    ax.set_xlim(-0.5, steps - 0.5)
+    ax.set_ylim(-0.6, n_drums - 0.4)
+    ax.set_yticks(range(n_drums))
+    ax.set_yticklabels(spec.drum_names, fontsize=7)
+    ax.set_xticks(range(0, steps, spec.steps_per_bar))
+    ax.set_xticklabels([f"bar {1 + s // spec.steps_per_bar}" for s in range(0, steps, spec.steps_per_bar)],
+                       fontsize=7, ha="left")
+    ax.tick_params(length=0)
+    ax.set_xlabel(f"step ({spec.steps_per_bar} per bar); dot at step + offset, "
+                  "size and opacity = velocity", fontsize=7)
+    ax.set_title(title, fontsize=9, loc="left")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def piano_roll_png(pattern: Patterns, spec: ModelSpec, path: str | Path,
+                   title: str = "") -> Path:
+    """Write one pattern as a piano roll; marker size and opacity follow velocity."""
+    figure = _figure(max(6.0, pattern.steps * 0.16), 0.3 * spec.n_drums + 1.0)
+    _draw(figure.add_subplot(), pattern, spec, title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def grid_png(items: Sequence[tuple[str, Patterns]], spec: ModelSpec, path: str | Path,
+             columns: int = 1) -> Path:
+    """Write several (title, pattern) piano rolls in one figure, filled row by row.
+
+    columns=2 with items [target, reconstruction, target, ...] puts each reconstruction
+    beside its target.
+    """
+    if not items:
+        raise ValueError("grid_png needs at least one pattern")
+    columns = max(1, min(columns, len(items)))
+    rows = -(-len(items) // columns)
+    steps = items[0][1].steps
+    figure = _figure(columns * max(6.0, steps * 0.16), rows * (0.3 * spec.n_drums + 1.0))
+    for index, (title, pattern) in enumerate(items):
+        _draw(figure.add_subplot(rows, columns, index + 1), pattern, spec, title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
