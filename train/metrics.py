@@ -148,7 +148,8 @@ def _kde(points: np.ndarray, counts: np.ndarray, bandwidth: float, grid: np.ndar
     return np.exp(-0.5 * z * z) @ counts / (counts.sum() * bandwidth * np.sqrt(2 * np.pi))
 
 
-def _compress(values: np.ndarray, lo: float, hi: float, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+def _compress(values: np.ndarray, lo: float, hi: float,
+              max_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values with counts; binned onto max_points bins when there are more.
 
     Distances between discrete features (step density, voices) take a few dozen distinct
@@ -337,8 +338,8 @@ def format_table(summary: dict[str, float]) -> str:
     modes = [s for s in sections if s != "samples"]
     lines: list[str] = []
     if modes:
-        lines += ["| Reconstruction | " + " | ".join(m.replace("_", "-") for m in modes) + " | Goal |",
-                  "|---|" + "---:|" * len(modes) + "---|"]
+        header = " | ".join(m.replace("_", "-") for m in modes)
+        lines += [f"| Reconstruction | {header} | Goal |", "|---|" + "---:|" * len(modes) + "---|"]
         for name in RECONSTRUCTION_ROWS:
             if not any(name in sections[m] for m in modes):
                 continue
