@@ -172,3 +172,5 @@ def test_summary_and_table_show_goals():
 def test_mismatched_shapes_are_an_error():
     with pytest.raises(ValueError, match="shapes differ"):
         metrics.hit_scores(_random(2, 0), _random(3, 0))
+    with pytest.raises(ValueError, match="3 tempos for 2 windows"):
+        metrics.continuous_errors(_random(2, 0), _random(2, 0), bpm=np.full(3, 120.0))

@@ -83,7 +83,10 @@ def continuous_errors(target: Patterns, prediction: Patterns, bpm: np.ndarray | 
     """Velocity MAE (0-1 units) and timing MAE (ms, at each window's own tempo) on matched hits."""
     true, pred = _hit_masks(target, prediction)
     matched = true & pred  # (B, T, C)
-    step_s = np.broadcast_to(step_seconds(bpm, steps_per_beat), (len(target),))  # (B,)
+    step_s = step_seconds(bpm, steps_per_beat)
+    if step_s.ndim and step_s.shape != (len(target),):
+        raise ValueError(f"{step_s.size} tempos for {len(target)} windows")
+    step_s = np.broadcast_to(step_s, (len(target),))  # (B,)
     n = int(matched.sum())
     if n == 0:  # nothing to compare: NaN rather than a flattering 0
         return {"velocity_mae": float("nan"), "timing_mae_ms": float("nan"), "n_matched_hits": 0}
