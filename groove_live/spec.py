@@ -22,13 +22,17 @@ class DrumClass:
 
 
 # Magenta's GrooveConverter 9-class map (REFERENCE.md). Order is the tensor channel order.
+# One deliberate difference: Magenta writes the toms as GM 45/48/50, but under its own Roland
+# read map 45 is the mid tom and 48 the high tom, so its files do not read back as themselves.
+# We write 43/47/50 (GM high floor, low-mid and high tom): still ascending GM toms, and a
+# written pattern reads back into the same classes.
 GROOVAE_DRUMS: tuple[DrumClass, ...] = (
     DrumClass("kick", 36, (36,)),
     DrumClass("snare", 38, (38, 37, 40)),
     DrumClass("closed_hihat", 42, (42, 22, 44)),
     DrumClass("open_hihat", 46, (46, 26)),
-    DrumClass("low_tom", 45, (43, 58)),
-    DrumClass("mid_tom", 48, (47, 45)),
+    DrumClass("low_tom", 43, (43, 58)),
+    DrumClass("mid_tom", 47, (47, 45)),
     DrumClass("high_tom", 50, (50, 48)),
     DrumClass("crash", 49, (49, 52, 55, 57)),
     DrumClass("ride", 51, (51, 53, 59)),

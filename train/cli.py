@@ -48,7 +48,9 @@ def prepare(data_dir, out_dir, meters, beat_types, bars, hop_bars, force):
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(),
               help="Prepared dataset folder (from `groove-train prepare`).")
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run folder to write.")
+@click.option("--run", "--run-dir", "run_dir", required=True, type=click.Path(),
+              help="Run folder to write (say --run-dir under torchrun, whose own "
+                   "--run-path option swallows --run).")
 @click.option("--preset", default="groovae_4bar_small", show_default=True,
               type=click.Choice(sorted(PRESETS)))
 @click.option("--head", type=click.Choice(["mean", "gaussian"]),

@@ -84,8 +84,9 @@ def _cache_matches(out_dir: Path, options: PrepareOptions, spec: ModelSpec) -> b
         d = json.loads(meta.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return (d.get("cache_version") == CACHE_VERSION and d.get("options") == asdict(options)
-            and d.get("spec") == spec.to_dict())
+    as_json = lambda x: json.loads(json.dumps(x))  # tuples were stored as lists
+    return (d.get("cache_version") == CACHE_VERSION and d.get("options") == as_json(asdict(options))
+            and d.get("spec") == as_json(spec.to_dict()))
 
 
 def prepare(data_dir: str | Path, out_dir: str | Path, options: PrepareOptions = PrepareOptions(),
