@@ -103,10 +103,19 @@ def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, lea
               help="Prior samples compared with the split.")
 @click.option("--temperature", default=1.0, show_default=True)
 @click.option("--plot", is_flag=True, help="Write piano-roll PNGs into the run folder.")
-@click.option("--threads", default=0)
-def evaluate(run_dir, data_dir, split, n_samples, temperature, plot, threads):
+@click.option("--plot-count", "n_plot", default=4, show_default=True)
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
+              help="Weights: best on validation, or the latest checkpoint.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the prior samples.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")
+def evaluate(run_dir, data_dir, split, n_samples, temperature, plot, n_plot, which, seed, device,
+             threads):
     """Reconstruction and sample metrics of a run on a split: JSON + a readable table."""
     import torch
+
+    from groove_live.plot import PlotUnavailable
 
     from .data import DataError
     from .evaluate import evaluate_run
@@ -118,8 +127,9 @@ def evaluate(run_dir, data_dir, split, n_samples, temperature, plot, threads):
         if data_dir is None:
             data_dir = load_run_config(run_dir)[4]
         result = evaluate_run(run_dir, data_dir, split=split, n_samples=n_samples,
-                              temperature=temperature, plot_dir=run_dir if plot else None)
-    except (DataError, RunError) as e:
+                              temperature=temperature, plot_dir=run_dir if plot else None,
+                              device=device, seed=seed, which=which, n_plot=n_plot)
+    except (DataError, RunError, PlotUnavailable) as e:
         _fail(str(e))
     table = result.get("table") if isinstance(result, dict) else None
     if table:
