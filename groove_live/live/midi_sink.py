@@ -1,0 +1,176 @@
+"""MIDI output: GM drum notes on channel 10 to a virtual or existing port, optional MIDI clock."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from .events import ClockEvent, Event, HitEvent, NoteOffEvent
+from .sinks import Sink
+
+DRUM_CHANNEL = 9  # MIDI channel 10, zero-based
+RTMIDI = "mido.backends.rtmidi"
+JACK = "mido.backends.rtmidi/UNIX_JACK"
+
+
+class MidiError(Exception):
+    """A MIDI port that cannot be opened (one clear line for the user)."""
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence what ALSA/JACK's C libraries print while a port is tried.
+
+    Their failures also come back as exceptions, which we turn into one clear line; the C
+    noise would bury it. Only used at start-up, before any other thread writes to stderr.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest capture and the like
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _backend(name: str):
+    import mido  # heavy-ish and only needed when MIDI is asked for
+
+    try:
+        backend = mido.Backend(name, load=True)
+    except ImportError as e:
+        raise MidiError(f"MIDI backend {name} is not available ({e}); "
+                        f"install python-rtmidi") from None
+    return backend
+
+
+def open_virtual(name: str):
+    """A virtual output port other apps (Ableton, a DAW) can open by `name`.
+
+    The system API first (CoreMIDI on macOS, ALSA on Linux desktops); on Linux without an
+    ALSA sequencer (containers, headless boxes) JACK, which must be running.
+    """
+    errors = []
+    apis = [RTMIDI, JACK] if sys.platform.startswith("linux") else [RTMIDI]
+    for api in apis:
+        try:
+            with _quiet_stderr():
+                port = _backend(api).open_output(name, virtual=True, client_name=name)
+            return port, ("JACK" if api == JACK else "system MIDI")
+        except MidiError:
+            raise
+        except (SystemError, OSError, RuntimeError, NotImplementedError) as e:
+            errors.append(f"{'JACK' if api == JACK else 'system API'}: {e}")
+    hint = " (start a JACK server, e.g. `jackd -d dummy`)" if len(apis) > 1 else ""
+    if sys.platform == "win32":
+        hint = " (Windows has no virtual ports: create one with loopMIDI and use --midi-out)"
+    raise MidiError(f"cannot open virtual MIDI port {name!r}: {'; '.join(errors)}{hint}")
+
+
+def open_existing(name: str):
+    """An existing output port, by exact name or unique prefix."""
+    last_error = None
+    for api in ([RTMIDI, JACK] if sys.platform.startswith("linux") else [RTMIDI]):
+        try:
+            with _quiet_stderr():
+                backend = _backend(api)
+                names = backend.get_output_names()
+        except MidiError:
+            raise
+        except (SystemError, OSError, RuntimeError) as e:
+            last_error = e
+            continue
+        matches = [n for n in names if n == name] or [n for n in names if n.startswith(name)]
+        if len(matches) == 1:
+            with _quiet_stderr():
+                return backend.open_output(matches[0]), matches[0]
+        if len(matches) > 1:
+            raise MidiError(f"MIDI port {name!r} is ambiguous: {', '.join(matches)}")
+        if names:
+            raise MidiError(f"no MIDI output port {name!r}; available: {', '.join(names)}")
+    why = f" ({last_error})" if last_error else ""
+    raise MidiError(f"no MIDI output port {name!r}: no MIDI output ports found{why}")
+
+
+class MidiSink(Sink):
+    """Notes on channel 10; with `clock`, MIDI beat clock and start/stop for a DAW to follow."""
+
+    name = "midi"
+
+    def __init__(self, port, description: str, clock: bool = False) -> None:
+        import mido
+
+        self._mido = mido
+        self._port = port
+        self._description = description
+        self.clock = clock
+        self._sounding: set[int] = set()
+        self.send_errors = 0
+        # Prebuilt, so the clock thread does not build messages 96 times a bar.
+        self._tick = mido.Message("clock")
+        self._start = mido.Message("start")
+        self._stop = mido.Message("stop")
+
+    def prepare(self, event: Event) -> None:
+        if isinstance(event, HitEvent):
+            midi_velocity = min(127, max(1, round(event.velocity * 127)))
+            event.payload[self.name] = self._mido.Message(
+                "note_on", channel=DRUM_CHANNEL, note=event.pitch, velocity=midi_velocity)
+        elif isinstance(event, NoteOffEvent):
+            event.payload[self.name] = self._mido.Message(
+                "note_off", channel=DRUM_CHANNEL, note=event.pitch, velocity=0)
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, ClockEvent):
+            if not self.clock:
+                return
+            msg = {"tick": self._tick, "start": self._start, "stop": self._stop}[event.kind]
+            if event.kind == "stop":
+                self.all_notes_off()
+        elif isinstance(event, (HitEvent, NoteOffEvent)):
+            msg = event.payload.get(self.name)
+            if msg is None:
+                self.prepare(event)
+                msg = event.payload[self.name]
+            if isinstance(event, HitEvent):
+                if event.pitch in self._sounding:  # retrigger: end the previous note first
+                    self._send(self._mido.Message("note_off", channel=DRUM_CHANNEL,
+                                                  note=event.pitch, velocity=0))
+                self._sounding.add(event.pitch)
+            else:
+                if event.pitch not in self._sounding:
+                    return
+                self._sounding.discard(event.pitch)
+        else:
+            return
+        self._send(msg)
+
+    def _send(self, msg) -> None:
+        try:
+            self._port.send(msg)
+        except (OSError, SystemError, RuntimeError):
+            self.send_errors += 1
+
+    def all_notes_off(self) -> None:
+        for pitch in sorted(self._sounding):
+            self._send(self._mido.Message("note_off", channel=DRUM_CHANNEL, note=pitch, velocity=0))
+        self._sounding.clear()
+
+    def close(self) -> None:
+        self.all_notes_off()
+        try:
+            self._port.close()
+        except Exception:  # closing a port of a dead JACK server must not mask the exit
+            pass
+
+    def describe(self) -> str:
+        clock = " + MIDI clock" if self.clock else ""
+        return f"MIDI ch10 -> {self._description}{clock}"

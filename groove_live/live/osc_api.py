@@ -1,0 +1,344 @@
+"""The OSC API: datagram bytes in, validated calls on the server, ack/error replies out.
+
+Knows nothing about sockets (tests feed it bytes). Every message gets exactly one reply:
+`/groove/ack <address> ...` or `/groove/error <address> <reason>`. Handlers only validate
+and hand over (enqueue for the worker or the clock thread); they never decode or sleep.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import build_msg
+
+from ..spec import ModelSpec
+from . import tempo
+
+MAX_MESSAGES_PER_PACKET = 64
+MAX_TEMPERATURE = 5.0
+MAX_BARS = 64  # longest interpolation / walk period
+MAX_LOOKAHEAD_MS = 2000.0
+SEED_LIMIT = 2**31
+
+
+class ApiError(ValueError):
+    """A request we refuse; the message is the <reason> of /groove/error."""
+
+
+class Controls(Protocol):
+    """What the API drives: the server (or a fake in tests)."""
+
+    spec: ModelSpec
+
+    def sample(self, temperature: float | None, seed: int | None) -> None: ...
+    def walk(self, step: float, every_bars: int) -> None: ...
+    def interpolate(self, bars: int, temperature: float | None) -> None: ...
+    def set_tempo(self, bpm: float) -> None: ...
+    def start_playing(self) -> None: ...
+    def stop_playing(self) -> None: ...
+    def set_temperature(self, temperature: float) -> None: ...
+    def sync(self) -> None: ...
+    def add_target(self, host: str, port: int) -> bool: ...
+    def remove_target(self, host: str, port: int) -> bool: ...
+    def set_velocity_amount(self, amount: float) -> None: ...
+    def set_timing_amount(self, amount: float) -> None: ...
+    def set_muted(self, drums: list[int], muted: bool) -> None: ...
+    def set_quantize(self, mode: str) -> None: ...
+    def set_bar_lookahead(self, lookahead_s: float) -> None: ...
+    def info(self) -> list[tuple[str, Any]]: ...
+
+
+# --- argument checks: each returns the clean value or raises ApiError -----------------------
+def _number(value: Any, name: str) -> float:
+    # bool is an int in Python, but an OSC T/F is not a number a user meant.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(f"{name} must be a number, got {_osc_type(value)}")
+    if not math.isfinite(value):
+        raise ApiError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _float(value: Any, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    x = _number(value, name)
+    if x < lo or x > hi or (lo_open and x == lo):
+        bound = "(" if lo_open else "["
+        raise ApiError(f"{name} must be in {bound}{lo:g}, {hi:g}], got {x:g}")
+    return x
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    x = _number(value, name)
+    if x != int(x):
+        raise ApiError(f"{name} must be a whole number, got {x:g}")
+    if not lo <= x <= hi:
+        raise ApiError(f"{name} must be in [{lo}, {hi}], got {x:g}")
+    return int(x)
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ApiError(f"{name} must be a string, got {_osc_type(value)}")
+    return value
+
+
+def _on_off(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("on", "off", "true", "false"):
+        return value.lower() in ("on", "true")
+    return bool(_int(value, name, 0, 1))
+
+
+def _osc_type(value: Any) -> str:
+    return {bool: "a boolean", int: "an int", float: "a float", str: "a string",
+            bytes: "a blob", type(None): "nil"}.get(type(value), type(value).__name__)
+
+
+def _host(value: Any) -> str:
+    """A numeric IPv4 address (or localhost): no DNS lookups on the OSC thread."""
+    host = _str(value, "host")
+    if host == "localhost":
+        return "127.0.0.1"
+    parts = host.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and 0 <= int(p) <= 255 for p in parts):
+        raise ApiError(f"host must be a numeric IPv4 address or localhost, got {host!r}")
+    return host
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Callable[..., list]
+    max_args: int
+    usage: str
+
+
+class OscApi:
+    def __init__(self, controls: Controls) -> None:
+        self.controls = controls
+        self.spec = controls.spec
+        self.routes: dict[str, Route] = {
+            "/groove/sample": Route(self._sample, 2, "[temperature f] [seed i]"),
+            "/groove/walk": Route(self._walk, 2, "[step f 0..1] [every_bars i]"),
+            "/groove/interpolate": Route(self._interpolate, 2, "<bars i> [temperature f]"),
+            "/groove/tempo": Route(self._tempo, 1, "<bpm f>"),
+            "/groove/start": Route(self._start, 0, ""),
+            "/groove/stop": Route(self._stop, 0, ""),
+            "/groove/temperature": Route(self._temperature, 1, "<temperature f>"),
+            "/groove/sync": Route(self._sync, 0, ""),
+            "/groove/target": Route(self._target, 2, "[host s] [port i]"),
+            "/groove/untarget": Route(self._untarget, 2, "[host s] [port i]"),
+            "/groove/info": Route(self._info, 0, ""),
+            "/groove/velocity": Route(self._velocity, 1, "<amount f 0..1>"),
+            "/groove/timing": Route(self._timing, 1, "<amount f 0..1>"),
+            "/groove/mute": Route(self._mute, 2, "<voice s|pitch i|all> [on 0/1]"),
+            "/groove/quantize": Route(self._quantize, 1, "<bar|phrase>"),
+            "/groove/lookahead": Route(self._lookahead, 1, "<ms f>"),
+            "/groove/ping": Route(self._ping, 8, "[anything]"),
+        }
+        self.errors = 0
+
+    # --- entry point ---------------------------------------------------------------------
+    def handle(self, datagram: bytes, sender: tuple[str, int] | None) -> list[bytes]:
+        """All replies for one datagram (a bundle gets one reply per message)."""
+        try:
+            messages = self._parse(datagram)
+        except Exception as e:  # python-osc raises several types for garbage; all are the user's
+            self.errors += 1
+            return [self._error(_guess_address(datagram), f"malformed OSC packet ({_short(e)})")]
+        return [self._handle_message(m, sender) for m in messages]
+
+    def _parse(self, datagram: bytes) -> list[OscMessage]:
+        if OscBundle.dgram_is_bundle(datagram):
+            out: list[OscMessage] = []
+            stack = [OscBundle(datagram)]
+            while stack:
+                for content in stack.pop():
+                    if isinstance(content, OscBundle):
+                        stack.append(content)
+                    else:
+                        out.append(content)
+                    if len(out) > MAX_MESSAGES_PER_PACKET:
+                        raise ApiError(f"more than {MAX_MESSAGES_PER_PACKET} messages in a bundle")
+            return out
+        if not OscMessage.dgram_is_message(datagram):
+            raise ApiError("not an OSC message or bundle")
+        return [OscMessage(datagram)]
+
+    def _handle_message(self, message: OscMessage, sender) -> bytes:
+        address = message.address
+        route = self.routes.get(address)
+        if route is None:
+            self.errors += 1
+            return self._error(address, "unknown address (see /groove/info or docs/osc.md)")
+        args = list(message.params)
+        try:
+            if len(args) > route.max_args:
+                raise ApiError(f"takes at most {route.max_args} arguments ({route.usage}), "
+                               f"got {len(args)}")
+            ack_args = route.handler(args, sender)
+        except ApiError as e:
+            self.errors += 1
+            return self._error(address, str(e))
+        return build_msg("/groove/ack", [address, *ack_args]).dgram
+
+    @staticmethod
+    def _error(address: str, reason: str) -> bytes:
+        return build_msg("/groove/error", [address, reason]).dgram
+
+    # --- handlers: validate, hand over, say what was accepted -----------------------------
+    def _sample(self, args, sender) -> list:
+        temperature = _float(args[0], "temperature", 0.0, MAX_TEMPERATURE, lo_open=True) if args else None
+        seed = _int(args[1], "seed", 0, SEED_LIMIT - 1) if len(args) > 1 else None
+        self.controls.sample(temperature, seed)
+        return [x for x in (temperature, seed) if x is not None]
+
+    def _walk(self, args, sender) -> list:
+        step = _float(args[0], "step", 0.0, 1.0) if args else 0.1
+        every_bars = _int(args[1], "every_bars", 1, MAX_BARS) if len(args) > 1 else 1
+        self.controls.walk(step, every_bars)
+        return [step, every_bars]
+
+    def _interpolate(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <bars i> [temperature f]")
+        bars = _int(args[0], "bars", 1, MAX_BARS)
+        temperature = _float(args[1], "temperature", 0.0, MAX_TEMPERATURE, lo_open=True) if len(args) > 1 else None
+        self.controls.interpolate(bars, temperature)
+        return [bars] + ([temperature] if temperature is not None else [])
+
+    def _tempo(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <bpm f>")
+        bpm = _float(args[0], "bpm", tempo.MIN_BPM, tempo.MAX_BPM)
+        self.controls.set_tempo(bpm)
+        return [bpm]
+
+    def _start(self, args, sender) -> list:
+        self.controls.start_playing()
+        return []
+
+    def _stop(self, args, sender) -> list:
+        self.controls.stop_playing()
+        return []
+
+    def _temperature(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <temperature f>")
+        t = _float(args[0], "temperature", 0.0, MAX_TEMPERATURE, lo_open=True)
+        self.controls.set_temperature(t)
+        return [t]
+
+    def _sync(self, args, sender) -> list:
+        self.controls.sync()
+        return []
+
+    def _address(self, args, sender) -> tuple[str, int]:
+        """(host, port) from the arguments; missing parts come from the sender."""
+        if len(args) == 1 and not isinstance(args[0], str):  # just a port: the sender's host
+            args = [sender[0] if sender else "127.0.0.1", args[0]]
+        if not args and sender is None:
+            raise ApiError("needs <host s> <port i> (no sender address to use)")
+        host = _host(args[0]) if args else sender[0]
+        if len(args) > 1:
+            port = _int(args[1], "port", 1, 65535)
+        elif sender is not None:
+            port = sender[1]
+        else:
+            raise ApiError("needs <port i>")
+        return host, port
+
+    def _target(self, args, sender) -> list:
+        host, port = self._address(args, sender)
+        if not self.controls.add_target(host, port):
+            raise ApiError("too many targets (remove one with /groove/untarget)")
+        return [host, port]
+
+    def _untarget(self, args, sender) -> list:
+        host, port = self._address(args, sender)
+        if not self.controls.remove_target(host, port):
+            raise ApiError(f"{host}:{port} is not a target")
+        return [host, port]
+
+    def _info(self, args, sender) -> list:
+        flat: list = []
+        for key, value in self.controls.info():
+            if isinstance(value, float) and not math.isfinite(value):
+                value = -1.0
+            flat += [key, value]
+        return flat
+
+    def _velocity(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <amount f 0..1>")
+        amount = _float(args[0], "amount", 0.0, 1.0)
+        self.controls.set_velocity_amount(amount)
+        return [amount]
+
+    def _timing(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <amount f 0..1>")
+        amount = _float(args[0], "amount", 0.0, 1.0)
+        self.controls.set_timing_amount(amount)
+        return [amount]
+
+    def _mute(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <voice s|pitch i|all> [on 0/1]")
+        drums = self._voices(args[0])
+        on = _on_off(args[1], "on") if len(args) > 1 else True
+        self.controls.set_muted(drums, on)
+        return [args[0], int(on)]
+
+    def _voices(self, value) -> list[int]:
+        if isinstance(value, str):
+            if value == "all":
+                return list(range(self.spec.n_drums))
+            if value in self.spec.drum_names:
+                return [self.spec.drum_names.index(value)]
+            raise ApiError(f"unknown voice {value!r}; voices: {', '.join(self.spec.drum_names)}, all")
+        pitch = _int(value, "pitch", 0, 127)
+        drums = [i for i, p in enumerate(self.spec.out_pitches) if p == pitch]
+        if not drums:
+            raise ApiError(f"no voice plays pitch {pitch}; pitches: "
+                           f"{', '.join(map(str, self.spec.out_pitches))}")
+        return drums
+
+    def _quantize(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <bar|phrase>")
+        mode = _str(args[0], "quantize")
+        if mode not in ("bar", "phrase"):
+            raise ApiError(f"quantize must be bar or phrase, got {mode!r}")
+        self.controls.set_quantize(mode)
+        return [mode]
+
+    def _lookahead(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <ms f>")
+        ms = _float(args[0], "lookahead_ms", 0.0, MAX_LOOKAHEAD_MS)
+        self.controls.set_bar_lookahead(ms / 1000.0)
+        return [ms]
+
+    def _ping(self, args, sender) -> list:
+        return [a for a in args if isinstance(a, (int, float, str)) and not isinstance(a, bool)]
+
+
+def _short(e: Exception) -> str:
+    text = str(e).replace("\n", " ")
+    return text[:120] if text else type(e).__name__
+
+
+def _guess_address(datagram: bytes) -> str:
+    """The address of a broken message, when its start is readable, for the error reply."""
+    if not datagram.startswith(b"/"):
+        return ""
+    end = datagram.find(b"\x00")
+    raw = datagram[:end if end >= 0 else 64][:64]
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return ""
+    return text if text.isprintable() else ""

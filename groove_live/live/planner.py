@@ -1,0 +1,220 @@
+"""Which latent each future bar plays: samples, latent walks and interpolations, bar by bar.
+
+Pure state over bar numbers (no threads, no clock, no decoding), so walks and morphs are
+tested exactly; the worker decodes what it plans.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..latent import angle_between, slerp
+
+QUARTER_TURN = math.pi / 2  # a walk step of 1.0; about the angle between two prior samples
+
+
+@dataclass(frozen=True, eq=False)
+class Walk:
+    step: float  # fraction of a quarter turn the latent moves per move, (0, 1]
+    every_bars: int
+    anchor_bar: int  # moves happen at anchor_bar + k * every_bars, k >= 1
+    target: np.ndarray  # (z_size,) where the walk is heading
+
+
+@dataclass(frozen=True, eq=False)
+class Morph:
+    z_from: np.ndarray
+    z_to: np.ndarray
+    start_bar: int
+    bars: int  # bar start_bar + bars - 1 plays z_to
+
+
+@dataclass(frozen=True, eq=False)
+class BarState:
+    """Everything that decides one bar."""
+
+    z: np.ndarray  # (z_size,) latent this bar is decoded from
+    temperature: float
+    noise_seed: int  # decoding noise; kept across walk/morph bars so only the latent moves
+    phrase_start_bar: int  # bar where the decoded phrase's bar 0 last started
+    source: str  # "sample", "walk", "interpolate"
+    walk: Walk | None = None
+    morph: Morph | None = None
+
+    def replace(self, **changes) -> "BarState":
+        return dataclasses.replace(self, **changes)
+
+
+# Commands, already resolved to concrete latents by the worker (so planning stays pure).
+@dataclass(frozen=True, eq=False)
+class Sample:
+    z: np.ndarray
+    noise_seed: int
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class StartWalk:
+    step: float  # 0 stops the walk
+    every_bars: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Interpolate:
+    z_to: np.ndarray
+    bars: int
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class SetTemperature:
+    temperature: float
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Playback (re)starts: the phrase starts again from its first bar."""
+
+
+@dataclass(frozen=True)
+class SetQuantize:
+    quantize: str  # "bar" or "phrase"
+
+
+Command = Sample | StartWalk | Interpolate | SetTemperature | Restart | SetQuantize
+QUANTIZE_MODES = ("bar", "phrase")
+
+
+def fresh_target(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random direction orthogonal to z, at z's norm.
+
+    Same norm keeps the walk on the prior's typical shell and makes slerp a great circle,
+    so a step is an exact angle; orthogonal puts every step size up to a quarter turn in reach.
+    """
+    z = np.asarray(z, np.float64)
+    norm = float(np.linalg.norm(z))
+    unit = z / max(norm, 1e-12)
+    for _ in range(8):
+        r = rng.standard_normal(z.shape)
+        r -= (r @ unit) * unit
+        r_norm = float(np.linalg.norm(r))
+        if r_norm > 1e-6:
+            return (r / r_norm * norm).astype(np.float32)
+    raise ValueError("cannot find a direction orthogonal to this latent")
+
+
+def walk_move(z: np.ndarray, target: np.ndarray, step: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One walk move of exactly `step` quarter turns toward `target`; a new target when it is
+    closer than a step (so every move has the requested size). Returns (z, target)."""
+    angle = step * QUARTER_TURN
+    remaining = angle_between(z, target)
+    if remaining < angle + 1e-6:
+        target = fresh_target(z, rng)
+        remaining = angle_between(z, target)
+    return slerp(z, target, angle / remaining), target
+
+
+def morph_z(morph: Morph, bar: int) -> np.ndarray:
+    k = bar - morph.start_bar + 1  # 1 .. bars
+    return slerp(morph.z_from, morph.z_to, min(1.0, k / morph.bars))
+
+
+class Planner:
+    """The BarState of every planned bar from the oldest still needed one on."""
+
+    def __init__(self, first: BarState, first_bar: int, rng: np.random.Generator,
+                 bars_per_phrase: int, quantize: str = "bar") -> None:
+        self.rng = rng
+        self.bars_per_phrase = bars_per_phrase
+        self.quantize = quantize
+        self.states: dict[int, BarState] = {first_bar: first}
+
+    @property
+    def last_bar(self) -> int:
+        return max(self.states)
+
+    def state(self, bar: int) -> BarState:
+        self.extend_to(bar)
+        return self.states[bar]
+
+    def advance(self, prev: BarState, bar: int) -> BarState:
+        """The state of `bar` given the state of the bar before it, with no new command."""
+        if prev.morph is not None:
+            if bar - prev.morph.start_bar < prev.morph.bars:
+                return prev.replace(z=morph_z(prev.morph, bar), source="interpolate")
+            return prev.replace(z=prev.morph.z_to, morph=None, source="sample")
+        walk = prev.walk
+        if walk is not None and bar > walk.anchor_bar and (bar - walk.anchor_bar) % walk.every_bars == 0:
+            z, target = walk_move(prev.z, walk.target, walk.step, self.rng)
+            return prev.replace(z=z, walk=dataclasses.replace(walk, target=target), source="walk")
+        return prev
+
+    def extend_to(self, bar: int) -> None:
+        last = self.last_bar
+        while last < bar:
+            self.states[last + 1] = self.advance(self.states[last], last + 1)
+            last += 1
+
+    def prune_before(self, bar: int) -> None:
+        """Forget states older than `bar` (always keeping the newest)."""
+        for b in [b for b in self.states if b < bar and b != self.last_bar]:
+            del self.states[b]
+
+    def _known(self, bar: int) -> BarState:
+        """The state of `bar`, or of the oldest bar still known when `bar` is older."""
+        oldest = min(self.states)
+        return self.state(bar) if bar >= oldest else self.states[oldest]
+
+    def start_bar(self, first_free_bar: int) -> int:
+        """Where a change requested now lands: the next bar, or the next phrase start."""
+        if self.quantize == "bar":
+            return first_free_bar
+        phrase_start = self._known(first_free_bar - 1).phrase_start_bar
+        k = max(0, math.ceil((first_free_bar - phrase_start) / self.bars_per_phrase))
+        return phrase_start + k * self.bars_per_phrase
+
+    def apply(self, command: Command, first_free_bar: int) -> int | None:
+        """Apply a command to the plan; return the first bar it changes (None: no bar)."""
+        if isinstance(command, SetQuantize):
+            self.quantize = command.quantize
+            return None
+        # A restart is never held back to a phrase boundary: playback starts on the next bar.
+        start = first_free_bar if isinstance(command, Restart) else self.start_bar(first_free_bar)
+        prev = self._known(start - 1)
+        for b in [b for b in self.states if b >= start]:
+            del self.states[b]
+        if isinstance(command, Sample):
+            temperature = prev.temperature if command.temperature is None else command.temperature
+            walk = prev.walk
+            if walk is not None:  # a sample re-seeds the walk: it goes on from the new groove
+                walk = dataclasses.replace(walk, anchor_bar=start,
+                                           target=fresh_target(command.z, self.rng))
+            state = BarState(z=np.asarray(command.z, np.float32), temperature=temperature,
+                             noise_seed=command.noise_seed, phrase_start_bar=start,
+                             source="sample", walk=walk, morph=None)
+        elif isinstance(command, StartWalk):
+            walk = None
+            if command.step > 0:
+                # Anchored one period back, so the first move lands on `start` itself.
+                walk = Walk(command.step, command.every_bars, anchor_bar=start - command.every_bars,
+                            target=fresh_target(prev.z, self.rng))
+                prev = prev.replace(morph=None)  # a walk takes over from a morph where it is
+            state = self.advance(prev.replace(walk=walk), start)
+        elif isinstance(command, Interpolate):
+            temperature = prev.temperature if command.temperature is None else command.temperature
+            morph = Morph(z_from=prev.z, z_to=np.asarray(command.z_to, np.float32),
+                          start_bar=start, bars=command.bars)
+            state = prev.replace(z=morph_z(morph, start), morph=morph, walk=None,
+                                 temperature=temperature, source="interpolate")
+        elif isinstance(command, SetTemperature):
+            state = self.advance(prev.replace(temperature=command.temperature), start)
+        elif isinstance(command, Restart):
+            state = self.advance(prev, start).replace(phrase_start_bar=start)
+        else:  # pragma: no cover - every command type is handled above
+            raise TypeError(f"unknown command {command!r}")
+        self.states[start] = state
+        return start

@@ -1,0 +1,248 @@
+"""The decode worker: turns requests into planned bars and decodes them ahead of the clock.
+
+The only thread that runs inference. It keeps the timeline filled `ahead_bars` past the bar
+the clock took last, applies requests from the next free bar (or phrase) on, and keeps one
+spare sample decoded so a plain /groove/sample costs no inference when it arrives.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..latent import random_latents
+from ..pattern import Patterns
+from ..spec import ModelSpec
+from .events import BarContent, Hit
+from .planner import (BarState, Command, Interpolate, Planner, Restart, Sample, SetQuantize,
+                      SetTemperature, StartWalk)
+from .timeline import Timeline
+
+SEED_LIMIT = 2**31  # seeds travel as OSC int32
+CACHE_SIZE = 64  # decoded phrases kept; a walk needs one per move, a loop just one
+
+
+class EngineLike(Protocol):
+    spec: ModelSpec
+
+    def decode(self, z: np.ndarray, temperature: float = 1.0,
+               seed: int | None = None) -> Patterns: ...
+
+
+# Requests as they come from OSC; the worker resolves them to planner commands.
+@dataclass(frozen=True)
+class SampleRequest:
+    temperature: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class InterpolateRequest:
+    bars: int
+    temperature: float | None = None
+
+
+Request = SampleRequest | InterpolateRequest | StartWalk | SetTemperature | Restart | SetQuantize
+
+
+def phrase_bars(patterns: Patterns, spec: ModelSpec) -> tuple[tuple[Hit, ...], ...]:
+    """One decoded pattern as per-bar hit lists, each in playing order."""
+    p = patterns.cleaned()
+    bars = []
+    for bar in range(spec.bars):
+        lo = bar * spec.steps_per_bar
+        steps, drums = np.nonzero(p.hits[0, lo:lo + spec.steps_per_bar])
+        hits = [Hit(int(s), int(d), float(p.velocities[0, lo + s, d]), float(p.offsets[0, lo + s, d]))
+                for s, d in zip(steps, drums)]
+        hits.sort(key=lambda h: (h.step + h.offset, h.drum))
+        bars.append(tuple(hits))
+    return tuple(bars)
+
+
+class Worker:
+    def __init__(self, engine: EngineLike, timeline: Timeline, now, temperature: float = 1.0,
+                 seed: int | None = None, ahead_bars: int = 2, quantize: str = "bar") -> None:
+        self.engine = engine
+        self.spec = engine.spec
+        self.timeline = timeline
+        self._now = now
+        self.ahead_bars = ahead_bars
+        self.rng = np.random.default_rng(seed)
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._cache: OrderedDict = OrderedDict()
+        self._initial_temperature = temperature
+        self._quantize = quantize
+        self._spare: tuple[np.ndarray, int] = self._draw_spare()
+        self.planner: Planner | None = None
+        # Read by other threads (/groove/info): replaced whole, never mutated.
+        self.status: dict = {}
+        self.decodes = 0
+        self.decode_errors = 0
+        self.last_error = ""
+        self.decode_max_s = 0.0
+
+    # --- any thread ----------------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        self._requests.put(request)
+        self.timeline.wake()
+
+    # --- the worker's own thread (or the test's) ------------------------------------------
+    def _draw_spare(self) -> tuple[np.ndarray, int]:
+        z = random_latents(1, self.spec.z_size, self.rng)[0]
+        return z, int(self.rng.integers(SEED_LIMIT))
+
+    def _decode(self, z: np.ndarray, temperature: float, noise_seed: int):
+        key = (np.asarray(z, np.float32).tobytes(), round(float(temperature), 6), noise_seed)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        t0 = time.perf_counter()
+        patterns = self.engine.decode(np.asarray(z, np.float32)[None], temperature=temperature,
+                                      seed=noise_seed)
+        self.decode_max_s = max(self.decode_max_s, time.perf_counter() - t0)
+        self.decodes += 1
+        bars = phrase_bars(patterns, self.spec)
+        self._cache[key] = bars
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return bars
+
+    def _content(self, bar: int, state: BarState, requested: bool) -> BarContent:
+        phrase_bar = (bar - state.phrase_start_bar) % self.spec.bars
+        bars = self._decode(state.z, state.temperature, state.noise_seed)
+        return BarContent(bars[phrase_bar], state.z, phrase_bar, state.source,
+                          ready_t_s=self._now(), requested=requested)
+
+    def _resolve(self, request: Request) -> Command:
+        if isinstance(request, SampleRequest):
+            if request.seed is None:
+                z, noise_seed = self._spare
+                self._spare = self._draw_spare()
+            else:
+                z = random_latents(1, self.spec.z_size, np.random.default_rng(request.seed))[0]
+                noise_seed = request.seed
+            return Sample(z, noise_seed, request.temperature)
+        if isinstance(request, InterpolateRequest):
+            z_to = random_latents(1, self.spec.z_size, self.rng)[0]
+            return Interpolate(z_to, request.bars, request.temperature)
+        return request
+
+    def prime(self, first_bar: int = 0, seed: int | None = None) -> None:
+        """Plan and decode the first bars before playback starts (this also warms the model)."""
+        if seed is None:
+            z, noise_seed = self._spare
+            self._spare = self._draw_spare()
+        else:
+            z = random_latents(1, self.spec.z_size, np.random.default_rng(seed))[0]
+            noise_seed = seed
+        first = BarState(z=z, temperature=self._initial_temperature, noise_seed=noise_seed,
+                         phrase_start_bar=first_bar, source="sample")
+        self.planner = Planner(first, first_bar, self.rng, self.spec.bars, self._quantize)
+        horizon = first_bar + self.ahead_bars
+        contents = {b: self._content(b, self.planner.state(b), False)
+                    for b in range(first_bar, horizon + 1)}
+        self.timeline.publish(first_bar, contents, strict=False)
+        self._refresh_status()
+        self._decode_spare()
+
+    def _drain(self) -> list[Request]:
+        requests = []
+        while True:
+            try:
+                requests.append(self._requests.get_nowait())
+            except queue.Empty:
+                return requests
+
+    def step(self) -> bool:
+        """One round: apply waiting requests, then keep the timeline `ahead_bars` ahead.
+
+        Returns True when it published anything.
+        """
+        requests = self._drain()
+        commands = [self._resolve(r) for r in requests]
+        published = False
+        try:
+            if commands:
+                published = self._apply(commands)
+            published = self._extend() or published
+        except Exception as e:  # a failing decode must not stop the music already planned
+            self.decode_errors += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            print(f"groove-live: decoding failed ({self.last_error}); playing on", file=sys.stderr)
+        self._refresh_status()
+        return published
+
+    def _apply(self, commands: list[Command]) -> bool:
+        planner = self.planner
+        saved_states, saved_quantize = dict(planner.states), planner.quantize
+        for _attempt in range(4):
+            planner.states, planner.quantize = dict(saved_states), saved_quantize
+            first_free = self.timeline.first_free_bar()
+            starts = [s for s in (planner.apply(c, first_free) for c in commands) if s is not None]
+            if not starts:
+                return False
+            from_bar = min(starts)
+            horizon = max(first_free + self.ahead_bars, from_bar)
+            contents = {b: self._content(b, planner.state(b), requested=(b == from_bar))
+                        for b in range(from_bar, horizon + 1)}
+            if self.timeline.publish(from_bar, contents, strict=True):
+                planner.prune_before(first_free - 1)
+                return True
+            # The clock took from_bar while we decoded: plan again for the bar after it.
+        return False
+
+    def _extend(self) -> bool:
+        first_free = self.timeline.first_free_bar()
+        horizon = first_free + self.ahead_bars
+        from_bar = max(self.timeline.published_through() + 1, first_free)
+        if from_bar > horizon:
+            return False
+        self.planner.prune_before(first_free - 1)
+        contents = {b: self._content(b, self.planner.state(b), False)
+                    for b in range(from_bar, horizon + 1)}
+        return self.timeline.publish(from_bar, contents, strict=False)
+
+    def _decode_spare(self) -> None:
+        """Idle work: decode the spare sample at the current temperature."""
+        if self.planner is None:
+            return
+        temperature = self.planner.states[self.planner.last_bar].temperature
+        z, noise_seed = self._spare
+        try:
+            self._decode(z, temperature, noise_seed)
+        except Exception as e:
+            self.decode_errors += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+
+    def _refresh_status(self) -> None:
+        planner = self.planner
+        if planner is None:
+            return
+        bar = min(max(self.timeline.taken_bar, min(planner.states)), planner.last_bar)
+        state = planner.states[bar]
+        self.status = {
+            "temperature": float(state.temperature),
+            "walk_step": float(state.walk.step) if state.walk else 0.0,
+            "walk_every_bars": int(state.walk.every_bars) if state.walk else 0,
+            "interpolating": int(state.morph is not None),
+            "quantize": planner.quantize,
+            "source": state.source,
+            "decodes": self.decodes,
+            "decode_errors": self.decode_errors,
+            "decode_max_ms": round(self.decode_max_s * 1000, 3),
+        }
+
+    def run(self, stop: threading.Event) -> None:
+        """Thread body: work whenever a request arrives or the clock takes a bar."""
+        while not stop.is_set():
+            seen = self.timeline.changes
+            self.step()
+            self._decode_spare()
+            self.timeline.wait_for_take(seen, timeout_s=0.5)
