@@ -130,11 +130,11 @@ class MidiSink(Sink):
 
     def emit(self, event: Event) -> None:
         if isinstance(event, ClockEvent):
+            if event.kind == "stop":  # playback stopped: no note may hang
+                self.all_notes_off()
             if not self.clock:
                 return
             msg = {"tick": self._tick, "start": self._start, "stop": self._stop}[event.kind]
-            if event.kind == "stop":
-                self.all_notes_off()
         elif isinstance(event, (HitEvent, NoteOffEvent)):
             msg = event.payload.get(self.name)
             if msg is None:

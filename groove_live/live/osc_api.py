@@ -7,10 +7,10 @@ and hand over (enqueue for the worker or the clock thread); they never decode or
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 
@@ -151,19 +151,13 @@ class OscApi:
         return [self._handle_message(m, sender) for m in messages]
 
     def _parse(self, datagram: bytes) -> list[OscMessage]:
-        if OscBundle.dgram_is_bundle(datagram):
+        if datagram.startswith(BUNDLE_HEADER):
             out: list[OscMessage] = []
-            stack = [OscBundle(datagram)]
-            while stack:
-                for content in stack.pop():
-                    if isinstance(content, OscBundle):
-                        stack.append(content)
-                    else:
-                        out.append(content)
-                    if len(out) > MAX_MESSAGES_PER_PACKET:
-                        raise ApiError(f"more than {MAX_MESSAGES_PER_PACKET} messages in a bundle")
+            _parse_bundle(datagram, out, depth=0)
+            if not out:
+                raise ApiError("bundle holds no messages")
             return out
-        if not OscMessage.dgram_is_message(datagram):
+        if not datagram.startswith(b"/"):
             raise ApiError("not an OSC message or bundle")
         return [OscMessage(datagram)]
 
@@ -324,6 +318,37 @@ class OscApi:
 
     def _ping(self, args, sender) -> list:
         return [a for a in args if isinstance(a, (int, float, str)) and not isinstance(a, bool)]
+
+
+BUNDLE_HEADER = b"#bundle\x00"
+MAX_BUNDLE_DEPTH = 8
+
+
+def _parse_bundle(datagram: bytes, out: list[OscMessage], depth: int) -> None:
+    """Strict bundle parsing: python-osc skips elements it cannot read and trusts sizes that
+    run past the end; a request we half-understood must be an error, not a partial success."""
+    if depth > MAX_BUNDLE_DEPTH:
+        raise ApiError("bundles nested too deep")
+    index = len(BUNDLE_HEADER) + 8  # header, then the 64-bit time tag (requests run at once)
+    if len(datagram) < index:
+        raise ApiError("bundle shorter than its header")
+    while index < len(datagram):
+        if index + 4 > len(datagram):
+            raise ApiError("bundle element size cut short")
+        (size,) = struct.unpack(">i", datagram[index:index + 4])
+        index += 4
+        if size <= 0 or size % 4 or index + size > len(datagram):
+            raise ApiError(f"bundle element size {size} does not fit the packet")
+        element = datagram[index:index + size]
+        index += size
+        if element.startswith(BUNDLE_HEADER):
+            _parse_bundle(element, out, depth + 1)
+        elif element.startswith(b"/"):
+            out.append(OscMessage(element))
+        else:
+            raise ApiError("bundle element is neither a message nor a bundle")
+        if len(out) > MAX_MESSAGES_PER_PACKET:
+            raise ApiError(f"more than {MAX_MESSAGES_PER_PACKET} messages in one packet")
 
 
 def _short(e: Exception) -> str:

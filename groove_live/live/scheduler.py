@@ -14,6 +14,7 @@ import math
 import queue
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -68,6 +69,8 @@ class Scheduler:
         self._controls: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._recent: dict[int, BarContent] = {}  # for repeating when a bar is missed
+        # (bar, downbeat t_s, bpm, content) of the last bars committed: for /groove/info and tests.
+        self.committed: deque[tuple[int, float, float, BarContent]] = deque(maxlen=64)
         self._clock_start_due = False
         self.midi_clock = any(getattr(s, "clock", False) for s in self.sinks)
         self.sink_errors = 0
@@ -207,6 +210,7 @@ class Scheduler:
         else:
             self.stats.record_commit(needed_t_s - content.ready_t_s, bar_length_s, content.requested)
         self._recent[bar] = content
+        self.committed.append((bar, bar_t_s, self.bpm, content))
         self._recent.pop(bar - 2 * self.spec.bars, None)
 
         mix = self.mix
@@ -250,9 +254,8 @@ class Scheduler:
         if not self.playing:
             return
         self.playing = False
-        # Note-offs still go out, so no MIDI note hangs; everything else is dropped.
-        self._heap = [item for item in self._heap if isinstance(item[2], NoteOffEvent)]
-        heapq.heapify(self._heap)
+        # Everything planned is dropped; sinks end the notes still sounding on "stop".
+        self._heap = []
         self._push(ClockEvent(now, self.next_bar, "stop"))
 
     def _set_tempo(self, bpm: float) -> None:

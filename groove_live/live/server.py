@@ -134,8 +134,8 @@ class Server:
             self._threads.append(threading.Thread(target=target, args=(self._stop,), name=name,
                                                   daemon=True))
         if self.sock is not None:
-            self._threads.append(threading.Thread(target=self._serve_osc, name="groove-osc",
-                                                  daemon=True))
+            self._threads.append(threading.Thread(target=self._serve_osc, args=(self._stop,),
+                                                  name="groove-osc", daemon=True))
         for t in self._threads:
             t.start()
 

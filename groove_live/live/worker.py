@@ -146,7 +146,8 @@ class Worker:
                          phrase_start_bar=first_bar, source="sample")
         self.planner = Planner(first, first_bar, self.rng, self.spec.bars, self._quantize)
         horizon = first_bar + self.ahead_bars
-        contents = {b: self._content(b, self.planner.state(b), False)
+        # The first bar is decoded on demand, like a request's; the ones after are planned ahead.
+        contents = {b: self._content(b, self.planner.state(b), requested=(b == first_bar))
                     for b in range(first_bar, horizon + 1)}
         self.timeline.publish(first_bar, contents, strict=False)
         self._refresh_status()
@@ -189,13 +190,17 @@ class Worker:
             if not starts:
                 return False
             from_bar = min(starts)
+            # The bar the request lands on first, alone: it is the one in a hurry.
+            first = {from_bar: self._content(from_bar, planner.state(from_bar), requested=True)}
+            if not self.timeline.publish(from_bar, first, strict=True):
+                continue  # the clock took from_bar while we decoded: plan for the bar after
+            planner.prune_before(first_free - 1)
+            # The plan behind it changed too; these count as requested (not planned ahead).
             horizon = max(first_free + self.ahead_bars, from_bar)
-            contents = {b: self._content(b, planner.state(b), requested=(b == from_bar))
-                        for b in range(from_bar, horizon + 1)}
-            if self.timeline.publish(from_bar, contents, strict=True):
-                planner.prune_before(first_free - 1)
-                return True
-            # The clock took from_bar while we decoded: plan again for the bar after it.
+            rest = {b: self._content(b, planner.state(b), requested=True)
+                    for b in range(from_bar + 1, horizon + 1)}
+            self.timeline.publish(from_bar + 1, rest, strict=False)
+            return True
         return False
 
     def _extend(self) -> bool:

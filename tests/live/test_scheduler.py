@@ -1,0 +1,223 @@
+"""The clock thread's logic on a FakeClock: exact bar and hit times, tempo, stop/start, sync."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from groove_live.live.events import BarContent, BarEvent, ClockEvent, Hit, HitEvent, NoteOffEvent
+from groove_live.live.scheduler import COMMIT_MARGIN_S, FLAT_VELOCITY, START_DELAY_S, Scheduler
+from groove_live.live.clock import FakeClock
+from groove_live.live.sinks import RecordingSink
+from groove_live.live.timeline import Timeline
+
+from .conftest import ScriptedEngine, offline_server
+
+F32 = lambda x: float(np.float32(x))  # noqa: E731  (offsets travel as float32)
+# (step in the 4-bar phrase, drum, velocity, offset): an early kick on every downbeat.
+PHRASE = [(0, 0, 0.9, -0.25), (4, 1, 0.6, 0.1), (16, 0, 0.8, -0.25), (20, 2, 0.5, -0.5),
+          (32, 0, 0.7, -0.25), (48, 0, 0.7, -0.25), (60, 8, 0.4, 0.3)]
+
+
+def expected_hits(bar: int, phrase_start: int = 0):
+    phrase_bar = (bar - phrase_start) % 4
+    return [(step - 16 * phrase_bar, drum, F32(v), F32(o)) for step, drum, v, o in PHRASE
+            if step // 16 == phrase_bar]
+
+
+def downbeats(recording) -> dict[int, float]:
+    return {e.bar: e.downbeat_t_s for e in recording.bars()}
+
+
+def test_bars_sit_on_an_exact_grid_and_hits_at_their_micro_timed_times():
+    engine = ScriptedEngine(PHRASE)
+    server, clock, rec = offline_server(engine, bpm=120.0, bar_lookahead_s=0.5)
+    t_start = clock.now()
+    server.run_until(t_start + 20.0)
+    beats = downbeats(rec)
+    d0 = beats[0]
+    commit_ahead_s = 0.5 + COMMIT_MARGIN_S
+    assert d0 == t_start + commit_ahead_s + START_DELAY_S
+    assert len(beats) >= 9
+    for bar, t in beats.items():
+        assert t == d0 + bar * 2.0  # start + n * bar_s, never a running sum
+    for event, emitted in rec.records:
+        assert emitted == event.t_s  # the offline clock jumps exactly onto each event
+        if isinstance(event, BarEvent):
+            assert event.t_s == event.downbeat_t_s - 0.5  # the lookahead
+    hits = rec.hits()
+    for bar in range(8):
+        got = [(h.step, h.t_s, h.velocity) for h in hits if h.bar == bar]
+        want = [(step, d0 + bar * 2.0 + (step + off) * 0.125, v)
+                for step, drum, v, off in expected_hits(bar)]
+        assert len(got) == len(want)
+        for (gs, gt, gv), (ws, wt, wv) in zip(sorted(got), sorted(want)):
+            assert gs == ws and gt == pytest.approx(wt, abs=1e-12) and gv == pytest.approx(wv)
+    # The early kick of bar 1 goes out before bar 1's downbeat, after the rest of bar 0.
+    early = [h for h in hits if h.bar == 1 and h.step == 0][0]
+    assert early.t_s == pytest.approx(beats[1] - 0.25 * 0.125, abs=1e-12) and early.t_s < beats[1]
+    emitted = [t for _, t in rec.records]
+    assert emitted == sorted(emitted)
+    assert server.stats.summary()["late_bars"] == 0
+
+
+def test_bar_message_carries_the_bars_hits_relative_to_the_downbeat():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
+    server.run_until(clock.now() + 3.0)
+    bar0 = rec.bars()[0]
+    assert bar0.bpm == 120.0
+    assert [(v, p, s) for v, p, _, s, _ in bar0.hits] == [("kick", 36, 0), ("snare", 38, 4)]
+    assert bar0.hits[0][4] == pytest.approx(-0.25 * 0.125)
+    assert bar0.hits[1][4] == pytest.approx((4 + F32(0.1)) * 0.125)
+
+
+def test_tempo_change_lands_on_the_next_bar_boundary():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
+    server.run_until(clock.now() + 1.0)
+    d0 = downbeats(rec)[0]
+    server.run_until(d0 + 2 * 2.0 + 1.0)  # the middle of bar 2
+    server.set_tempo(150.0)
+    server.run_until(d0 + 20.0)
+    beats = downbeats(rec)
+    assert beats[2] == d0 + 4.0 and beats[3] == d0 + 6.0  # bar 3 starts where 120 BPM put it
+    assert beats[4] == d0 + 6.0 + 1.6 and beats[5] == d0 + 6.0 + 2 * 1.6
+    bpms = {e.bar: e.bpm for e in rec.bars()}
+    assert bpms[2] == 120.0 and bpms[3] == 150.0
+    step_s = 1.6 / 16
+    for h in (h for h in rec.hits() if h.bar == 3):
+        (step, drum, v, off), = [x for x in expected_hits(3) if x[0] == h.step]
+        assert h.t_s == pytest.approx(beats[3] + (step + off) * step_s, abs=1e-12)
+
+
+def test_tempo_change_after_a_bar_is_committed_waits_for_the_bar_after():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
+    server.run_until(clock.now() + 1.0)
+    d0 = downbeats(rec)[0]
+    server.run_until(d0 + 6.0 - 0.1)  # bar 3 was committed 0.51 s before its downbeat
+    server.set_tempo(60.0)
+    server.run_until(d0 + 30.0)
+    bpms = {e.bar: e.bpm for e in rec.bars()}
+    assert bpms[3] == 120.0 and bpms[4] == 60.0
+    assert downbeats(rec)[5] == d0 + 8.0 + 4.0
+
+
+def test_stop_silences_at_once_and_start_restarts_the_phrase():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
+    server.run_until(clock.now() + 1.0)
+    d0 = downbeats(rec)[0]
+    t_stop = d0 + 2.0 + 0.3  # inside bar 1
+    server.run_until(t_stop)
+    server.stop_playing()
+    server.run_until(t_stop + 5.0)
+    after = [e for e, t in rec.records if t >= t_stop]
+    # Nothing after the stop but the "stop" itself (on which MIDI sinks end sounding notes).
+    assert [(type(e), getattr(e, "kind", None)) for e in after] == [(ClockEvent, "stop")]
+    t_start = clock.now()
+    server.start_playing()
+    server.run_until(t_start + 5.0)
+    first = [e for e in rec.bars() if e.downbeat_t_s > t_start][0]
+    assert first.downbeat_t_s == pytest.approx(t_start + 0.51 + START_DELAY_S)
+    played = {bar: content for bar, _, _, content in server.scheduler.committed}
+    assert played[first.bar].phrase_bar == 0  # the phrase starts from its first bar again
+
+
+def test_sync_late_in_a_bar_starts_the_next_bar_now():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
+    server.run_until(clock.now() + 1.0)
+    d0 = downbeats(rec)[0]
+    t_sync = d0 + 2 * 2.0 + 1.37  # late in bar 2
+    server.run_until(t_sync)
+    server.sync()
+    server.run_until(t_sync + 8.0)
+    beats = downbeats(rec)
+    assert beats[3] == t_sync and beats[4] == t_sync + 2.0 and beats[5] == t_sync + 4.0
+    # What was left of bar 2 after the sync is cut.
+    assert not [h for h in rec.hits() if h.bar == 2 and h.t_s > t_sync]
+    got = sorted((h.step, h.t_s) for h in rec.hits() if h.bar == 3)
+    want = sorted((step, t_sync + (step + off) * 0.125) for step, _, _, off in expected_hits(3))
+    assert [g[0] for g in got] == [w[0] for w in want]
+    assert [g[1] for g in got] == pytest.approx([w[1] for w in want], abs=1e-9)
+    # The early kick's moment had passed when the bar line moved: it goes out at once.
+    emitted = {id(e): t for e, t in rec.records}
+    assert all(emitted[id(h)] >= t_sync for h in rec.hits() if h.bar == 3)
+
+
+def test_sync_early_in_a_bar_realigns_that_bar():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
+    server.run_until(clock.now() + 1.0)
+    d0 = downbeats(rec)[0]
+    t_sync = d0 + 2.0 + 0.3  # early in bar 1: bar 1 "really" started now
+    server.run_until(t_sync)
+    server.sync()
+    server.run_until(t_sync + 6.0)
+    beats = downbeats(rec)
+    assert beats[2] == t_sync + 2.0 and beats[3] == t_sync + 4.0
+    # The rest of bar 1 moves with its downbeat: the hi-hat on step 4 (0.5 steps early).
+    hat = [h for h in rec.hits() if h.bar == 1 and h.step == 4]
+    assert len(hat) == 1 and hat[0].t_s == pytest.approx(t_sync + (4 - 0.5) * 0.125, abs=1e-9)
+    emitted = {id(e): t for e, t in rec.records}
+    assert emitted[id(hat[0])] == hat[0].t_s
+
+
+def test_mute_velocity_and_timing_amounts_apply_from_the_next_bar():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
+    server.run_until(clock.now() + 1.0)
+    d0 = downbeats(rec)[0]
+    server.run_until(d0 + 0.2)
+    server.set_muted([0], True)  # kick
+    server.set_velocity_amount(0.0)
+    server.set_timing_amount(0.0)
+    server.run_until(d0 + 10.0)
+    bar0 = [h for h in rec.hits() if h.bar == 0]
+    assert any(h.voice == "kick" for h in bar0)  # already committed
+    later = [h for h in rec.hits() if h.bar >= 1]
+    assert later and not [h for h in later if h.voice == "kick"]
+    assert all(h.velocity == FLAT_VELOCITY for h in later)
+    beats = downbeats(rec)
+    assert all(h.t_s == beats[h.bar] + h.step * 0.125 for h in later)  # straight on the grid
+    server.set_muted([0], False)
+    server.run_until(clock.now() + 4.0)
+    assert [h for h in rec.hits() if h.voice == "kick" and h.bar >= 6]
+
+
+class ClockRecordingSink(RecordingSink):
+    clock = True  # asks the scheduler for MIDI clock events
+
+
+def test_midi_clock_ticks_24_per_beat_on_the_grid():
+    clock = FakeClock()
+    rec = ClockRecordingSink(clock.now)
+    timeline = Timeline()
+    engine = ScriptedEngine(PHRASE)
+    sched = Scheduler(clock, timeline, [rec], engine.spec, bpm=120.0)
+    sched.start()
+    sched.process(clock.now())
+    t_end = clock.now() + 5.0
+    while sched.next_t_s() <= t_end:
+        clock.advance_to(max(sched.next_t_s(), clock.now()))
+        sched.process(clock.now())
+    events = rec.events(ClockEvent)
+    assert events[0].kind == "start"
+    ticks = [e for e in events if e.kind == "tick"]
+    d0 = events[0].t_s
+    assert ticks[0].t_s == d0
+    assert [e.t_s for e in ticks[:96]] == pytest.approx([d0 + k * 2.0 / 96 for k in range(96)], abs=1e-12)
+
+
+def test_a_missed_bar_repeats_the_bar_a_phrase_ago_and_is_counted():
+    clock = FakeClock()
+    rec = RecordingSink(clock.now)
+    timeline = Timeline()
+    spec = ScriptedEngine(PHRASE).spec
+    content = BarContent((Hit(0, 0, 0.8, 0.0),), None, 0, "sample", ready_t_s=clock.now() - 10)
+    timeline.publish(0, {0: content}, strict=False)
+    sched = Scheduler(clock, timeline, [rec], spec, bpm=240.0, bar_lookahead_s=0.0)
+    sched.start()
+    sched.process(clock.now())
+    t_end = clock.now() + 6 * 1.0
+    while sched.next_t_s() <= t_end:
+        clock.advance_to(max(sched.next_t_s(), clock.now()))
+        sched.process(clock.now())
+    by_bar = {bar: c.source for bar, _, _, c in sched.committed}
+    assert by_bar[0] == "sample" and by_bar[1] == "silence" and by_bar[4] == "repeat"
+    assert [h.bar for h in rec.hits()] == [0, 4]
+    assert sched.stats.missed_bars >= 4 and sched.stats.late_bars >= 4
