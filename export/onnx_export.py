@@ -1,0 +1,179 @@
+"""A run folder -> a self-describing, self-checked ONNX decoder and encoder for the runtime.
+
+Writes MODEL.onnx (the decoder: z, temperature and noise -> hits, velocities, offsets for every
+step) and MODEL.encoder.onnx (pattern -> mu, sigma), both with dynamic batch and the ModelSpec
+JSON in their metadata. Before anything is moved into place, the files are loaded by the
+runtime's own Engine (spec and shape checks included) and compared with the torch model.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import onnxruntime
+import torch
+
+from groove_live.engine import (ENCODER_KEY, EXPORT_KEY, ROLE_KEY, VARIANT_KEY, Engine,
+                                EngineError, encoder_path_for)
+from groove_live.spec import METADATA_KEY, ModelSpec
+
+from ..train.run import RunError, load_model, load_run_config, weights_path
+from .decoder_graph import OPSET, VARIANTS, build_decoder
+from .verify import VerificationError, compare_variant, median_latency_s, verify_against_torch
+
+ROUTE = "hand-built Scan over steps (layer 0 z-share precomputed, LSTM ops above)"
+
+
+class ExportError(ValueError):
+    """Bad export input (missing run, inconsistent config, unknown variant): one clear line."""
+
+
+@dataclass
+class ExportResult:
+    decoder_path: Path
+    encoder_path: Path
+    spec: ModelSpec
+    checks: dict
+    variant: str = "fp32"
+    variant_checks: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _load(run_dir: Path, which: str):
+    try:
+        _, cfg, _, spec, _ = load_run_config(run_dir)
+        source = weights_path(run_dir, which)
+        model, cfg, spec = load_model(run_dir, which)
+    except RunError as e:
+        raise ExportError(str(e)) from None
+    except RuntimeError as e:  # load_state_dict: weights of another shape than config.json's
+        raise ExportError(f"{run_dir}: the weights do not fit config.json "
+                          f"({str(e).splitlines()[0]})") from None
+    except Exception as e:  # torch.load of a torn or foreign file raises many types
+        raise ExportError(f"{run_dir}: cannot read the weights ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    mismatches = [f"{name} {a} vs {b}" for name, a, b in (
+        ("z_size", spec.z_size, cfg.z_size), ("steps", spec.steps, cfg.steps),
+        ("drums", spec.n_drums, cfg.n_drums),
+        ("continuous_head", spec.continuous_head, cfg.continuous_head)) if a != b]
+    if mismatches:
+        raise ExportError(f"{run_dir}: spec.json and config.json disagree ({'; '.join(mismatches)})")
+    return model, cfg, spec, source
+
+
+def _encoder_model(model, spec: ModelSpec) -> onnx.ModelProto:
+    """The encoder through torch's TorchScript exporter: one bidirectional LSTM op, fine as is."""
+    buffer = io.BytesIO()
+    example = torch.zeros(2, spec.steps, spec.step_size)
+    names = (*spec.encoder_inputs, *spec.encoder_outputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and RNN notes
+        torch.onnx.export(model.encoder.eval(), (example,), buffer, dynamo=False,
+                          opset_version=OPSET, input_names=list(spec.encoder_inputs),
+                          output_names=list(spec.encoder_outputs),
+                          dynamic_axes={name: {0: "batch"} for name in names})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _describe(model: onnx.ModelProto, spec: ModelSpec, role: str, extra: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {METADATA_KEY: spec.to_json(), ROLE_KEY: role, **extra})
+    model.doc_string = (f"groove-live {spec.model_name} {role} ({spec.preset}, run "
+                        f"{spec.run_id}); the spec JSON is under metadata '{METADATA_KEY}'")
+
+
+def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
+               variant: str = "fp32", log: Callable[[str], None] | None = None) -> ExportResult:
+    """Export, verify, then move into place. Nothing is written at out_path on failure."""
+    log = log or (lambda message: None)
+    t0 = time.perf_counter()
+    run_dir, out_path = Path(run_dir), Path(out_path)
+    if variant not in VARIANTS:
+        raise ExportError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if out_path.suffix != ".onnx":
+        raise ExportError(f"{out_path}: the model path must end in .onnx")
+    stages = 5 if variant == "fp32" else 6
+
+    model, cfg, spec, source = _load(run_dir, which)
+    log(f"[1/{stages}] run {run_dir}: {source.name} ({spec.run_id}), preset {spec.preset or '?'}"
+        f", {cfg.continuous_head} head, z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}")
+
+    info = {"route": ROUTE, "source": f"{run_dir.resolve().name}/{source.name}",
+            "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "opset": OPSET}
+    encoder_path = encoder_path_for(out_path)
+    decoder_meta = {ENCODER_KEY: encoder_path.name, EXPORT_KEY: json.dumps(info, sort_keys=True)}
+    decoder = build_decoder(model.decoder, spec, "fp32")
+    _describe(decoder, spec, "decoder", {**decoder_meta, VARIANT_KEY: "fp32"})
+    log(f"[2/{stages}] decoder graph: {len(decoder.graph.node)} nodes, "
+        f"{sum(len(a.g.node) for n in decoder.graph.node for a in n.attribute if a.g.node)}"
+        f" per step")
+    encoder = _encoder_model(model, spec)
+    _describe(encoder, spec, "encoder", {EXPORT_KEY: json.dumps(info, sort_keys=True)})
+    log(f"[3/{stages}] encoder graph: {len(encoder.graph.node)} nodes")
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_path.parent))
+    try:
+        staged = staging / out_path.name
+        onnx.save(decoder, staged)
+        onnx.save(encoder, staging / encoder_path.name)
+        try:
+            reference = Engine.load(staged)
+            checks = verify_against_torch(reference, model)
+        except (EngineError, VerificationError) as e:
+            raise VerificationError(f"export failed its check: {e}") from None
+        log(f"[4/{stages}] verified in onnxruntime: {checks['decoded']} patterns, "
+            f"{checks['hit_mismatches']} of {checks['hit_cells']} hits differ, velocity "
+            f"{checks['velocity_max_abs']:.1e}, offset {checks['offset_max_abs']:.1e}, "
+            f"mu {checks.get('mu_max_abs', float('nan')):.1e}, sigma "
+            f"{checks.get('sigma_max_abs', float('nan')):.1e} (max abs, tolerance 1e-4)")
+
+        variant_checks: dict = {}
+        if variant != "fp32":
+            quantized = build_decoder(model.decoder, spec, variant)
+            _describe(quantized, spec, "decoder", {**decoder_meta, VARIANT_KEY: variant})
+            reference_path = staging / ("fp32-" + out_path.name)
+            os.replace(staged, reference_path)
+            onnx.save(quantized, staged)
+            reference = Engine.load(reference_path)
+            try:
+                candidate = Engine.load(staged)
+                variant_checks = compare_variant(reference, candidate)
+            except (EngineError, VerificationError) as e:
+                raise VerificationError(f"export failed its check: {e}") from None
+            p50 = {b: median_latency_s({"fp32": reference, variant: candidate}, b)
+                   for b in (1, 32)}
+            variant_checks.update({f"p50_ms_batch{b}_{k}": round(v * 1e3, 3)
+                                   for b, d in p50.items() for k, v in d.items()})
+            speedup = p50[1]["fp32"] / p50[1][variant]
+            variant_checks["speedup_batch1"] = round(speedup, 2)
+            log(f"[5/{stages}] {variant} vs fp32: hit agreement "
+                f"{variant_checks['hit_agreement']:.4f}, velocity MAE "
+                f"{variant_checks['velocity_mae']:.4f}, offset MAE "
+                f"{variant_checks['offset_mae']:.4f} (within tolerance); batch 1 p50 "
+                f"{p50[1][variant] * 1e3:.2f} vs {p50[1]['fp32'] * 1e3:.2f} ms, batch 32 "
+                f"{p50[32][variant] * 1e3:.1f} vs {p50[32]['fp32'] * 1e3:.1f} ms"
+                + ("" if speedup > 1.0 else "; NOT faster here: prefer fp32"))
+            reference_path.unlink()
+
+        os.replace(staged, out_path)
+        os.replace(staging / encoder_path.name, encoder_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size_mb = (out_path.stat().st_size + encoder_path.stat().st_size) / 1e6
+    seconds = time.perf_counter() - t0
+    log(f"[{stages}/{stages}] wrote {out_path} + {encoder_path.name} ({size_mb:.1f} MB, "
+        f"{variant}) in {seconds:.1f} s")
+    return ExportResult(out_path, encoder_path, spec, checks, variant, variant_checks, seconds)

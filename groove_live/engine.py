@@ -1,0 +1,302 @@
+"""The inference engine: a groove model's ONNX decoder (and encoder) run with onnxruntime alone.
+
+Never imports torch. A model is `NAME.onnx` (the decoder, which names its encoder file in its
+metadata, normally `NAME.encoder.onnx` beside it). Both carry the ModelSpec JSON under
+`groove_live.spec.METADATA_KEY`; a file without it, or with a schema this runtime does not
+know, is refused with one clear line (EngineError).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .latent import random_latents, slerp_path
+from .pattern import Patterns
+from .spec import METADATA_KEY, ModelSpec, SpecError
+
+# The model shipped inside the package (written by `groove-export onnx`, see MODEL_CARD.md).
+BUNDLED_MODEL_PATH = Path(__file__).resolve().parent / "models" / "groovae.onnx"
+ROLE_KEY = "groove_live.role"  # "decoder" or "encoder"
+ENCODER_KEY = "groove_live.encoder"  # the decoder's encoder file name, relative to it
+VARIANT_KEY = "groove_live.variant"  # "fp32" / "int8"
+EXPORT_KEY = "groove_live.export"  # JSON: how and from what the file was exported
+ENCODER_SUFFIX = ".encoder.onnx"
+
+PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# Uniform noise is kept inside (0, 1): logit(0) would be -inf and 0 * -inf (temperature 0) NaN.
+NOISE_EPS = 2.0 ** -24
+
+
+class EngineError(RuntimeError):
+    """A model that cannot be used (missing, corrupt, foreign, unknown schema): one clear line."""
+
+
+def encoder_path_for(decoder_path: str | Path) -> Path:
+    """Where a decoder's encoder lives by default: NAME.onnx -> NAME.encoder.onnx."""
+    p = Path(decoder_path)
+    stem = p.name[:-len(".onnx")] if p.name.endswith(".onnx") else p.name
+    return p.with_name(stem + ENCODER_SUFFIX)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _resolve_providers(providers) -> list[str]:
+    """Requested providers as onnxruntime names, CPU last as the fallback for unplaced nodes."""
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [providers]
+    names = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
+    available = ort.get_available_providers()
+    for name in names:
+        if name not in available:
+            hint = " (install onnxruntime-gpu instead of onnxruntime)" if name.startswith("CUDA") else ""
+            raise EngineError(f"execution provider {name} is not available in this onnxruntime; "
+                              f"available: {', '.join(available)}{hint}")
+    if "CPUExecutionProvider" not in names:
+        names.append("CPUExecutionProvider")
+    return names
+
+
+def _session(path: Path, providers: list[str], intra_op_threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One thread by default: a 4-bar decode is a chain of small steps, where waking a thread
+    # pool costs more than it saves, and the live server runs beside an audio host.
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: initializer-cleanup warnings are noise here
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # onnxruntime raises several pybind types for unreadable files
+        raise EngineError(f"{path}: not a loadable ONNX model ({_first_line(e)})") from None
+
+
+def _read_spec(session: ort.InferenceSession, path: Path, role: str) -> tuple[ModelSpec, dict]:
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise EngineError(f"{path}: not a groove-live model (no '{METADATA_KEY}' metadata)")
+    try:
+        spec = ModelSpec.from_json(meta[METADATA_KEY])
+    except SpecError as e:
+        raise EngineError(f"{path}: {e}") from None
+    found = meta.get(ROLE_KEY, "")
+    if found != role:
+        raise EngineError(f"{path}: is a groove-live {found or 'unknown'} file, not a {role}"
+                          + (f"; load {path.name.replace(ENCODER_SUFFIX, '.onnx')} instead"
+                             if found == "encoder" else ""))
+    return spec, meta
+
+
+def _check_io(session: ort.InferenceSession, path: Path, inputs: dict, outputs: dict) -> None:
+    """Names and static dimensions of the graph against what the spec promises."""
+    for kind, args, expected in (("input", session.get_inputs(), inputs),
+                                 ("output", session.get_outputs(), outputs)):
+        found = {a.name: a.shape for a in args}
+        for name, dims in expected.items():
+            if name not in found:
+                raise EngineError(f"{path}: the graph has no {kind} '{name}' that its spec names")
+            shape = found[name]
+            ok = len(shape) == len(dims) and all(
+                d is None or s == d for s, d in zip(shape, dims))
+            if not ok:
+                raise EngineError(f"{path}: {kind} '{name}' has shape {shape}, the spec says "
+                                  f"{['batch' if d is None else d for d in dims]}")
+
+
+class Engine:
+    """Sample, decode, encode and interpolate grooves. Thread-safe: onnxruntime sessions may be
+    run concurrently and every call draws from its own random generator."""
+
+    def __init__(self, decoder: ort.InferenceSession, encoder: ort.InferenceSession | None,
+                 spec: ModelSpec, path: Path, encoder_path: Path | None,
+                 metadata: dict[str, str]) -> None:
+        self._decoder = decoder
+        self._encoder = encoder
+        self.spec = spec
+        self.path = path
+        self.encoder_path = encoder_path
+        self.metadata = metadata
+        self.providers: list[str] = decoder.get_providers()
+
+    # --- loading ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, providers=None,
+             intra_op_threads: int = 1) -> "Engine":
+        """Load a model (None: the bundled one), check it against its spec and warm it up.
+
+        providers: None (CPU), or names/aliases such as ["cuda"] / ["CUDAExecutionProvider"];
+        a provider that is asked for must be available and actually used, else EngineError.
+        """
+        bundled = path is None
+        path = Path(path) if path is not None else BUNDLED_MODEL_PATH
+        if not path.is_file():
+            if bundled:
+                raise EngineError(f"no bundled model at {path} (this install has no model); "
+                                  "pass --model PATH")
+            raise EngineError(f"{path}: no such model file")
+        if intra_op_threads < 1:
+            raise EngineError("intra_op_threads must be at least 1")
+        names = _resolve_providers(providers)
+        decoder = _session(path, names, intra_op_threads)
+        spec, meta = _read_spec(decoder, path, "decoder")
+        steps, c = spec.steps, spec.n_drums
+        _check_io(decoder, path, dict(zip(spec.decoder_inputs, [
+            (None, spec.z_size), (None,), (None, steps, c), (None, steps, 2 * c)])),
+            {name: (None, steps, c) for name in spec.decoder_outputs})
+        _confirm_providers(decoder, names, path)
+
+        encoder, encoder_path = None, None
+        candidate = path.with_name(meta[ENCODER_KEY]) if meta.get(ENCODER_KEY) else \
+            encoder_path_for(path)
+        if candidate.is_file():
+            encoder = _session(candidate, names, intra_op_threads)
+            encoder_spec, _ = _read_spec(encoder, candidate, "encoder")
+            if encoder_spec.to_dict() != spec.to_dict():
+                raise EngineError(f"{candidate}: its spec differs from {path.name}'s; they are "
+                                  "not from the same export")
+            _check_io(encoder, candidate, {spec.encoder_inputs[0]: (None, steps, 3 * c)},
+                      dict(zip(spec.encoder_outputs, [(None, spec.z_size)] * 2)))
+            encoder_path = candidate
+        engine = cls(decoder, encoder, spec, path, encoder_path, dict(meta))
+        engine._warm_up()
+        return engine
+
+    def _warm_up(self) -> None:
+        # The first run allocates and plans; doing it here keeps it off the first live request.
+        self.sample(1, seed=0)
+        if self._encoder is not None:
+            self.encode(Patterns.empty(1, self.spec))
+
+    @property
+    def has_encoder(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def variant(self) -> str:
+        return self.metadata.get(VARIANT_KEY, "fp32")
+
+    @property
+    def export_info(self) -> dict:
+        try:
+            return json.loads(self.metadata.get(EXPORT_KEY, "{}"))
+        except json.JSONDecodeError:
+            return {}
+
+    # --- decoding ---------------------------------------------------------------------------
+    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Patterns:
+        """n patterns from the prior; the same seed gives the same patterns."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        rng = np.random.default_rng(seed)
+        z = random_latents(n, self.spec.z_size, rng)
+        return self._decode(z, temperature, rng)
+
+    def decode(self, z: np.ndarray, temperature: float = 1.0, seed: int | None = None) -> Patterns:
+        """Patterns from latents z (B, z_size) or (z_size,); seed fixes the sampling noise."""
+        return self._decode(self._latents(z), temperature, np.random.default_rng(seed))
+
+    def noise(self, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The decoder's sampling noise: uniform (B, T, C) for hits, normal (B, T, 2C)."""
+        shape = (batch, self.spec.steps, self.spec.n_drums)
+        hit_noise = rng.random(shape, dtype=np.float32)
+        np.clip(hit_noise, NOISE_EPS, 1.0 - NOISE_EPS, out=hit_noise)
+        cont_noise = rng.standard_normal((*shape[:2], 2 * shape[2]), dtype=np.float32)
+        return hit_noise, cont_noise
+
+    def decode_noise(self, z: np.ndarray, temperature, hit_noise: np.ndarray,
+                     cont_noise: np.ndarray) -> Patterns:
+        """Decode with explicit noise (what export verification compares with torch).
+
+        temperature: a float or one per pattern (B,); 0 means greedy hits.
+        """
+        z = self._latents(z)
+        t = np.broadcast_to(np.asarray(temperature, np.float32), (z.shape[0],))
+        if not np.all(np.isfinite(t)) or np.any(t < 0):
+            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+        feed = dict(zip(self.spec.decoder_inputs, (
+            z, np.ascontiguousarray(t), np.asarray(hit_noise, np.float32),
+            np.asarray(cont_noise, np.float32))))
+        hits, velocities, offsets = self._decoder.run(list(self.spec.decoder_outputs), feed)
+        return Patterns(hits, velocities, offsets)
+
+    def _decode(self, z: np.ndarray, temperature, rng: np.random.Generator) -> Patterns:
+        hit_noise, cont_noise = self.noise(z.shape[0], rng)
+        return self.decode_noise(z, temperature, hit_noise, cont_noise)
+
+    def _latents(self, z) -> np.ndarray:
+        z = np.asarray(z, np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        if z.ndim != 2 or z.shape[1] != self.spec.z_size:
+            raise ValueError(f"latents must be (B, {self.spec.z_size}), got {z.shape}")
+        if z.shape[0] == 0:
+            raise ValueError("no latents to decode")
+        return np.ascontiguousarray(z)
+
+    # --- encoding ---------------------------------------------------------------------------
+    def encode(self, patterns: Patterns) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma), each (B, z_size), of the posterior of each pattern."""
+        if self._encoder is None:
+            raise EngineError(f"{self.path}: this model has no encoder "
+                              f"({encoder_path_for(self.path).name} not found beside it)")
+        patterns.check_spec(self.spec)
+        flat = np.ascontiguousarray(patterns.cleaned().to_flat(), np.float32)
+        mu, sigma = self._encoder.run(list(self.spec.encoder_outputs),
+                                      {self.spec.encoder_inputs[0]: flat})
+        return mu, sigma
+
+    def interpolate(self, a: Patterns, b: Patterns, steps: int, temperature: float = 0.5,
+                    seed: int | None = None) -> Patterns:
+        """`steps` patterns from a's to b's latent (slerp of the posterior means).
+
+        The endpoints are reconstructions of a and b. One noise draw is shared by every step,
+        so the patterns change only where the latent moves them.
+        """
+        if len(a) != 1 or len(b) != 1:
+            raise ValueError("interpolate takes one pattern at each end")
+        mu, _ = self.encode(Patterns.concat([a, b]))
+        z = slerp_path(mu[0], mu[1], steps)  # (steps, z)
+        hit_noise, cont_noise = self.noise(1, np.random.default_rng(seed))
+        return self.decode_noise(z, temperature, np.repeat(hit_noise, steps, 0),
+                                 np.repeat(cont_noise, steps, 0))
+
+    def describe(self) -> str:
+        """The spec and where the model came from, for `groove-live info`."""
+        s = self.spec
+        info = self.export_info
+        lines = [
+            f"model       {self.path}",
+            f"encoder     {self.encoder_path or 'none (encode/interpolate unavailable)'}",
+            f"name        {s.model_name} (preset {s.preset or '?'}, run {s.run_id or '?'})",
+            f"data        {s.training_data or '?'}",
+            f"schema      {s.schema_version}, variant {self.variant}, "
+            f"providers {', '.join(self.providers)}",
+            f"pattern     {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
+            f"{s.n_drums} drums, z size {s.z_size}",
+            f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset {s.continuous_head}"
+            f" ({'drawn from a learned Gaussian' if s.continuous_head == 'gaussian' else 'the mean'})",
+            f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}",
+            f"decoder     {', '.join(s.decoder_inputs)} -> {', '.join(s.decoder_outputs)}",
+            f"encoder     {', '.join(s.encoder_inputs)} -> {', '.join(s.encoder_outputs)}",
+            "drums       " + ", ".join(f"{d.name} {d.out_pitch}" for d in s.drums),
+        ]
+        if info:
+            lines.append(f"exported    {info.get('exported', '?')} from {info.get('source', '?')}"
+                         f" ({info.get('route', '?')})")
+        return "\n".join(lines)
+
+
+def _confirm_providers(session: ort.InferenceSession, asked: list[str], path: Path) -> None:
+    active = session.get_providers()
+    missing = [p for p in asked if p not in active]
+    if missing:
+        raise EngineError(f"{path}: onnxruntime did not enable {', '.join(missing)} "
+                          f"(active: {', '.join(active)}); check the driver/CUDA install")
+
