@@ -45,3 +45,45 @@ def offline_server(engine, **config) -> tuple[Server, FakeClock, RecordingSink]:
     server = Server(engine, ServeConfig(port=None, **config), clock=clock, sinks=[recording])
     server.start(threaded=False)
     return server, clock, recording
+
+
+# --- real clients ---------------------------------------------------------------------------
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .procs import Proc, which  # noqa: E402
+
+
+def need(binary: str) -> str:
+    path = which(binary)
+    if path is None:
+        pytest.skip(f"{binary} is not installed here (.ci/install_clients.sh installs it in CI)")
+    return path
+
+
+@pytest.fixture
+def procs():
+    """Start processes that are all stopped by PID at teardown, newest first."""
+    started: list[Proc] = []
+
+    def start(argv, **kw) -> Proc:
+        p = Proc(argv, **kw)
+        started.append(p)
+        return p
+    yield start
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def jack(procs, tmp_path) -> dict:
+    """A private JACK dummy server; returns the environment clients need to reach it."""
+    jackd = need("jackd")
+    name = f"groove-test-{uuid.uuid4().hex[:8]}"
+    env = {"JACK_DEFAULT_SERVER": name}
+    server = procs([jackd, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                   env=env)
+    waiter = Proc([need("jack_wait"), "-s", name, "-w", "-t", "15"], env=env)
+    rc = waiter.wait_exit(timeout_s=20)
+    assert rc == 0 and server.popen.poll() is None, f"jackd did not start:\n{server.text()}"
+    return env
