@@ -1,0 +1,163 @@
+"""`groove-live sample | interpolate | info` on the toy model; the runtime never imports torch."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mido
+import numpy as np
+import pretty_midi
+import pytest
+from click.testing import CliRunner
+
+from groove_live.cli import main
+
+GMD = Path(__file__).parent / "fixtures" / "gmd"
+A_MID = GMD / "drummer9/session1/22_rock_120_beat_4-4.mid"
+B_MID = GMD / "drummer7/session2/46_rock_135_beat_4-4.mid"
+NAME = re.compile(r"^groovae_(sample|interpolate)_\d{8}_\d{6}-(\d{3})-of-(\d{3})\.mid$")
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _one_line_failure(result) -> str:
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("groove-live: "), result.stderr
+    return lines[0]
+
+
+def test_sample_writes_playable_drum_midi(toy_model_path, tmp_path):
+    result = _invoke("sample", "-n", 4, "--temperature", 0.5, "--bpm", 100, "--seed", 1,
+                     "--model", toy_model_path, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    files = sorted(tmp_path.glob("*.mid"))
+    assert [Path(line).name for line in result.stdout.split()] == [f.name for f in files]
+    assert len(files) == 4
+    assert [NAME.match(f.name).group(2, 3) for f in files] == [
+        ("001", "004"), ("002", "004"), ("003", "004"), ("004", "004")]
+
+    velocities, off_grid, n_notes = set(), 0, 0
+    for f in files:
+        midi = mido.MidiFile(f)
+        notes = [m for m in midi if m.type == "note_on" and m.velocity > 0]
+        assert notes and all(m.channel == 9 for m in notes)  # MIDI channel 10
+        tempo = next(m.tempo for m in midi if m.type == "set_tempo")
+        assert round(mido.tempo2bpm(tempo)) == 100
+
+        pm = pretty_midi.PrettyMIDI(str(f))
+        assert len(pm.instruments) == 1 and pm.instruments[0].is_drum
+        step_s = 60.0 / 100 / 4
+        for note in pm.instruments[0].notes:
+            velocities.add(note.velocity)
+            steps = note.start / step_s
+            off_grid += abs(steps - round(steps)) > 0.01
+            n_notes += 1
+    assert len(velocities) > 3
+    assert off_grid > n_notes // 4  # micro-timing is written, not quantized away
+
+
+def test_sample_is_reproducible_with_a_seed(toy_model_path, tmp_path):
+    for out in ("a", "b"):
+        assert _invoke("sample", "-n", 2, "--seed", 5, "--model", toy_model_path,
+                       "--out", tmp_path / out).exit_code == 0
+    for fa, fb in zip(sorted((tmp_path / "a").glob("*.mid")), sorted((tmp_path / "b").glob("*.mid"))):
+        notes = [[(m.note, m.velocity, m.time) for m in mido.MidiFile(f) if m.type == "note_on"]
+                 for f in (fa, fb)]
+        assert notes[0] == notes[1]
+
+
+def test_interpolate_writes_each_step(toy_model_path, tmp_path):
+    result = _invoke("interpolate", A_MID, B_MID, "--steps", 3, "--model", toy_model_path,
+                     "--out", tmp_path, "--seed", 0)
+    assert result.exit_code == 0, result.output
+    files = sorted(tmp_path.glob("groovae_interpolate_*.mid"))
+    assert len(files) == 3 and NAME.match(files[0].name)
+    tempo = next(m.tempo for m in mido.MidiFile(files[0]) if m.type == "set_tempo")
+    assert round(mido.tempo2bpm(tempo)) == 120  # the start file's tempo
+
+    not_midi = tmp_path / "x.mid"
+    not_midi.write_text("hello")
+    assert "not a readable MIDI file" in _one_line_failure(
+        _invoke("interpolate", not_midi, B_MID, "--model", toy_model_path, "--out", tmp_path))
+
+
+def test_png_needs_matplotlib_and_says_so(toy_model_path, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    line = _one_line_failure(_invoke("sample", "-n", 1, "--png", "--model", toy_model_path,
+                                     "--out", tmp_path))
+    assert "matplotlib" in line and not list(tmp_path.glob("*.mid"))
+
+
+def test_png_beside_each_file(toy_model_path, tmp_path):
+    pytest.importorskip("matplotlib")
+    assert _invoke("sample", "-n", 1, "--png", "--model", toy_model_path,
+                   "--out", tmp_path).exit_code == 0
+    png = list(tmp_path.glob("*.png"))
+    assert len(png) == 1 and png[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_info_prints_the_spec(toy_model_path):
+    result = _invoke("info", "--model", toy_model_path)
+    assert result.exit_code == 0
+    assert "groovae_tiny" in result.stdout and "z size 16" in result.stdout
+    as_json = _invoke("info", "--model", toy_model_path, "--json")
+    assert '"schema_version": 1' in as_json.stdout
+
+
+def test_info_on_a_corrupt_or_foreign_file_is_one_line(tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(300))
+    assert "not a loadable ONNX model" in _one_line_failure(_invoke("info", "--model", corrupt))
+    assert "no such model file" in _one_line_failure(
+        _invoke("info", "--model", tmp_path / "absent.onnx"))
+
+
+NO_TORCH = textwrap.dedent("""
+    import sys
+
+    class Refuse:
+        # Fails any import of torch (or pretty_midi) instead of only noticing it afterwards.
+        tried = []
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "pretty_midi"):
+                self.tried.append(name)
+                raise ImportError(f"the runtime imported {name}")
+            return None
+
+    refuse = Refuse()
+    sys.meta_path.insert(0, refuse)
+    import groove_live
+    from groove_live.cli import main
+    for argv in (["--help"], ["sample", "-n", "2", "--model", sys.argv[1], "--out", sys.argv[2]],
+                 ["info", "--model", sys.argv[1]]):
+        try:
+            main(argv, prog_name="groove-live")
+        except SystemExit as e:
+            assert not e.code, (argv, e.code)
+    from groove_live.engine import Engine
+    engine = Engine.load(sys.argv[1])
+    engine.interpolate(*[engine.sample(1, seed=s) for s in (1, 2)], 3)
+    assert not refuse.tried, refuse.tried
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pretty_midi"))
+    assert not leaked, leaked
+    print("torch-free")
+""")
+
+
+def test_runtime_never_imports_torch(toy_model_path, tmp_path):
+    result = subprocess.run([sys.executable, "-c", NO_TORCH, str(toy_model_path), str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("torch-free")
+    assert len(list(tmp_path.glob("*.mid"))) == 2
