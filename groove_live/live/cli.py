@@ -67,7 +67,8 @@ def _midi_sinks(config: ServeConfig):
 @click.option("--bar-lookahead-ms", default=500.0, show_default=True,
               type=click.FloatRange(0, 2000),
               help="Send /groove/bar this long before its downbeat (Sonic Pi's sched_ahead_time).")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0, 5, min_open=True))
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0, 5),
+              help="Sampling temperature; 0 plays the most likely hits (greedy).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None,
               help="Seed of the first groove and of walk targets.")
 @click.option("--quantize", type=click.Choice(["bar", "phrase"]), default="bar", show_default=True,

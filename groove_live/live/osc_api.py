@@ -184,7 +184,7 @@ class OscApi:
 
     # --- handlers: validate, hand over, say what was accepted -----------------------------
     def _sample(self, args, sender) -> list:
-        temperature = _float(args[0], "temperature", 0.0, MAX_TEMPERATURE, lo_open=True) if args else None
+        temperature = _float(args[0], "temperature", 0.0, MAX_TEMPERATURE) if args else None
         seed = _int(args[1], "seed", 0, SEED_LIMIT - 1) if len(args) > 1 else None
         self.controls.sample(temperature, seed)
         return [x for x in (temperature, seed) if x is not None]
@@ -199,7 +199,7 @@ class OscApi:
         if not args:
             raise ApiError("needs <bars i> [temperature f]")
         bars = _int(args[0], "bars", 1, MAX_BARS)
-        temperature = _float(args[1], "temperature", 0.0, MAX_TEMPERATURE, lo_open=True) if len(args) > 1 else None
+        temperature = _float(args[1], "temperature", 0.0, MAX_TEMPERATURE) if len(args) > 1 else None
         self.controls.interpolate(bars, temperature)
         return [bars] + ([temperature] if temperature is not None else [])
 
@@ -221,7 +221,7 @@ class OscApi:
     def _temperature(self, args, sender) -> list:
         if not args:
             raise ApiError("needs <temperature f>")
-        t = _float(args[0], "temperature", 0.0, MAX_TEMPERATURE, lo_open=True)
+        t = _float(args[0], "temperature", 0.0, MAX_TEMPERATURE)
         self.controls.set_temperature(t)
         return [t]
 

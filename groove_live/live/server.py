@@ -7,6 +7,7 @@ enqueues, the worker decodes ahead of time, the clock thread only sends.
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import socket
 import sys
@@ -308,6 +309,9 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
           out=print, started_t_s: float | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Raises ServeError for things the user can fix."""
     t0 = time.monotonic() if started_t_s is None else started_t_s
+    # python-osc logs a warning for every odd type tag it meets; a client sending garbage
+    # gets /groove/error replies instead, and must not flood this console.
+    logging.getLogger().addFilter(lambda record: "pythonosc" not in record.pathname)
     # Bind and open ports before loading the model: a taken port is reported at once.
     sock = bind_udp(config.host, config.port) if config.port is not None else None
     sinks: list[Sink] = []

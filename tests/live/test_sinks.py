@@ -1,0 +1,115 @@
+"""Sinks on their own: OSC encoding and targets, MIDI notes/clock through a fake port."""
+from __future__ import annotations
+
+import socket
+
+import mido
+import pytest
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
+
+from groove_live.live import midi_sink
+from groove_live.live.events import BarEvent, ClockEvent, HitEvent, NoteOffEvent
+from groove_live.live.midi_sink import MidiError, MidiSink
+from groove_live.live.sinks import MAX_TARGETS, OscSink
+
+
+@pytest.fixture
+def pair():
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2.0)
+    yield tx, rx
+    tx.close()
+    rx.close()
+
+
+def test_osc_sink_sends_hits_and_bars_to_each_target(pair):
+    tx, rx = pair
+    sink = OscSink(tx, [rx.getsockname()])
+    hit = HitEvent(10.0, 3, 4, "snare", 38, 0.5)
+    bar = BarEvent(9.5, 10.0, 3, 120.0, (("kick", 36, 0.75, 0, -0.01), ("snare", 38, 0.5, 4, 0.5)))
+    for e in (hit, bar, NoteOffEvent(10.1, 3, "snare", 38), ClockEvent(10.0, 3, "tick")):
+        sink.prepare(e)
+        sink.emit(e)
+    m = OscMessage(rx.recv(65536))
+    assert m.address == "/groove/hit" and m.params == ["snare", 38, 0.5, 3, 4]
+    m = OscMessage(rx.recv(65536))
+    assert m.address == "/groove/bar" and m.params[:2] == [3, 120.0]
+    assert m.params[2:7] == ["kick", 36, 0.75, 0, pytest.approx(-0.01)]
+    assert len(m.params) == 2 + 2 * 5
+
+
+def test_bundled_osc_is_tagged_with_intended_wall_time_plus_latency(pair):
+    tx, rx = pair
+    sink = OscSink(tx, [rx.getsockname()], bundles=True, latency_s=0.1, wall_s=lambda t: t + 1.7e9)
+    e = HitEvent(10.0, 0, 0, "kick", 36, 1.0)
+    sink.prepare(e)
+    sink.emit(e)
+    b = OscBundle(rx.recv(65536))
+    assert b.timestamp == pytest.approx(1.7e9 + 10.1, abs=1e-6)
+    assert [m.address for m in b] == ["/groove/hit"]
+
+
+def test_targets_are_deduplicated_capped_and_removable(pair):
+    tx, _ = pair
+    sink = OscSink(tx, [("127.0.0.1", 9000), ("127.0.0.1", 9000)])
+    assert sink.targets == (("127.0.0.1", 9000),)
+    for port in range(9001, 9001 + MAX_TARGETS - 1):
+        assert sink.add_target(("127.0.0.1", port))
+    assert not sink.add_target(("127.0.0.1", 1))
+    assert sink.remove_target(("127.0.0.1", 9000)) and not sink.remove_target(("127.0.0.1", 9000))
+
+
+class FakePort:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+    def close(self):
+        self.sent.append("closed")
+
+
+def test_midi_sink_plays_channel_10_with_retrigger_and_stop():
+    port = FakePort()
+    sink = MidiSink(port, "fake", clock=True)
+    events = [HitEvent(0.0, 0, 0, "kick", 36, 1.0), HitEvent(0.1, 0, 1, "kick", 36, 0.0),
+              NoteOffEvent(0.2, 0, "kick", 36), NoteOffEvent(0.3, 0, "kick", 36),
+              HitEvent(0.4, 0, 2, "snare", 38, 0.5), ClockEvent(0.5, 0, "tick"),
+              ClockEvent(0.6, 0, "stop")]
+    for e in events:
+        sink.prepare(e)
+        sink.emit(e)
+    kinds = [(m.type, getattr(m, "note", None), getattr(m, "velocity", None), getattr(m, "channel", None))
+             for m in port.sent]
+    assert kinds == [
+        ("note_on", 36, 127, 9),
+        ("note_off", 36, 0, 9), ("note_on", 36, 1, 9),  # a retrigger ends the sounding note first
+        ("note_off", 36, 0, 9),  # the second note-off finds nothing sounding: not sent
+        ("note_on", 38, 64, 9),
+        ("clock", None, None, None),
+        ("note_off", 38, 0, 9),  # stop ends what still sounds
+        ("stop", None, None, None)]
+    sink.close()
+    assert port.sent[-1] == "closed"
+
+
+def test_midi_sink_without_clock_ignores_clock_but_still_ends_notes_on_stop():
+    port = FakePort()
+    sink = MidiSink(port, "fake", clock=False)
+    for e in (HitEvent(0.0, 0, 0, "kick", 36, 1.0), ClockEvent(0.1, 0, "tick"), ClockEvent(0.2, 0, "stop")):
+        sink.emit(e)
+    assert [m.type for m in port.sent] == ["note_on", "note_off"]
+
+
+def test_missing_output_port_is_one_clear_error(monkeypatch):
+    class Backend:
+        def get_output_names(self):
+            return ["Midi Through:0", "Some Synth"]
+
+    monkeypatch.setattr(midi_sink, "_backend", lambda api: Backend())
+    with pytest.raises(MidiError, match="no MIDI output port 'Ableton'; available: Midi Through:0, Some Synth"):
+        midi_sink.open_existing("Ableton")
