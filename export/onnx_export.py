@@ -142,7 +142,10 @@ def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
 
         variant_checks: dict = {}
         if variant != "fp32":
-            quantized = build_decoder(model.decoder, spec, variant)
+            try:
+                quantized = build_decoder(model.decoder, spec, variant)
+            except ValueError as e:
+                raise ExportError(f"{run_dir}: {e}") from None
             _describe(quantized, spec, "decoder", {**decoder_meta, VARIANT_KEY: variant})
             reference_path = staging / ("fp32-" + out_path.name)
             os.replace(staged, reference_path)
@@ -162,7 +165,7 @@ def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
             log(f"[5/{stages}] {variant} vs fp32: hit agreement "
                 f"{variant_checks['hit_agreement']:.4f}, velocity MAE "
                 f"{variant_checks['velocity_mae']:.4f}, offset MAE "
-                f"{variant_checks['offset_mae']:.4f} (within tolerance); batch 1 p50 "
+                f"{variant_checks['offset_mae']:.4f} (within tolerance); CPU p50 batch 1 "
                 f"{p50[1][variant] * 1e3:.2f} vs {p50[1]['fp32'] * 1e3:.2f} ms, batch 32 "
                 f"{p50[32][variant] * 1e3:.1f} vs {p50[32]['fp32'] * 1e3:.1f} ms"
                 + ("" if speedup > 1.0 else "; NOT faster here: prefer fp32"))

@@ -43,9 +43,12 @@ def write_patterns(patterns: Patterns, engine: Engine, out_dir: str | Path, mode
         try:
             write_pattern(path, patterns[i], spec, bpm=bpm, name=path.stem)
             if png:
-                from .plot import piano_roll_png  # matplotlib only when drawing
-                piano_roll_png(patterns[i], spec, path.with_suffix(".png"),
-                               title=f"{path.stem}{'  ' + title if title else ''}")
+                from .plot import PlotUnavailable, piano_roll_png  # matplotlib only when drawing
+                try:
+                    piano_roll_png(patterns[i], spec, path.with_suffix(".png"),
+                                   title=f"{path.stem}{'  ' + title if title else ''}")
+                except PlotUnavailable as e:
+                    raise OfflineError(str(e)) from None
         except OSError as e:
             raise OfflineError(f"{path}: cannot write ({e.strerror})") from None
         paths.append(path)

@@ -1,0 +1,247 @@
+"""Decode latency of one 4-bar pattern: the onnxruntime Engine against torch eager.
+
+Prints, in one run: batch-1 p50/p99 (one intra-op thread) for the engine and torch eager and
+their ratio, batch-32 throughput, and the engine's cold start (import + load + first sample in
+a fresh process), beside the goals of issue 3. Which model:
+
+  (no options)          the bundled model; torch eager on its run folder when --run is given,
+                        else on random weights of its preset (speed does not depend on values)
+  --model PATH          an exported model, likewise
+  --run RUN_DIR         export the run (each --variant) to a temporary folder and time that
+  --preset NAME         a randomly initialised run of that preset (to choose the export route)
+
+    .venv/bin/python benchmarks/decode_latency.py --preset groovae_4bar_small --variant fp32 --variant int8
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+import numpy as np
+
+GOAL_P99_MS = 3.0
+GOAL_RATIO = 10.0
+GOAL_BATCH32_PER_S = 2000.0
+GOAL_COLD_S = 1.0
+
+COLD_START = """
+import json, sys, time
+t0 = time.perf_counter()
+from groove_live.engine import Engine
+t1 = time.perf_counter()
+engine = Engine.load(sys.argv[1])  # includes the one warm-up decode
+t2 = time.perf_counter()
+engine.sample(1, seed=0)
+t3 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_s": t3 - t2,
+                  "total_s": t3 - t0, "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def _times(fn, runs: int, warm: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(wall seconds, this thread's CPU seconds) per call. CPU time leaves out the time other
+    processes hold the core, so it is the steadier number on a shared machine."""
+    for _ in range(warm):
+        fn()
+    wall, cpu = np.empty(runs), np.empty(runs)
+    for i in range(runs):
+        c0, w0 = time.thread_time(), time.perf_counter()
+        fn()
+        wall[i], cpu[i] = time.perf_counter() - w0, time.thread_time() - c0
+    return wall, cpu
+
+
+def _cold_start(model_path: Path, repeats: int) -> dict:
+    results = []
+    for _ in range(repeats):
+        w0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", COLD_START, str(model_path)],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["process_s"] = time.perf_counter() - w0
+        results.append(r)
+    return {k: float(np.median([r[k] for r in results])) for k in results[0]
+            if k != "torch_imported"} | {"torch_imported": any(r["torch_imported"]
+                                                                for r in results)}
+
+
+def _random_run(root: Path, preset: str, head: str) -> Path:
+    import torch
+
+    from groove_live.train.config import get_preset, spec_for
+    from groove_live.train.model import GrooVAE
+    from groove_live.train.run import save_checkpoint_atomic, save_run_config
+
+    p = get_preset(preset)
+    model_cfg = dataclasses.replace(p.model, continuous_head=head)
+    run = root / f"random_{preset}_{head}"
+    save_run_config(run, preset, model_cfg, p.train, spec_for(model_cfg, model_name="groovae",
+                                                              preset=preset), "none")
+    torch.manual_seed(0)
+    save_checkpoint_atomic(run / "best.pt", {"model": GrooVAE(model_cfg).state_dict(), "step": 0})
+    return run
+
+
+def _torch_model(run: Path | None, spec):
+    import torch
+
+    from groove_live.train.config import get_preset
+    from groove_live.train.model import GrooVAE
+    from groove_live.train.run import load_model
+
+    if run is not None:
+        return load_model(run)[0], f"run {run}"
+    cfg = dataclasses.replace(get_preset(spec.preset).model, continuous_head=spec.continuous_head)
+    torch.manual_seed(0)
+    return GrooVAE(cfg).eval(), f"random weights of preset {spec.preset}"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> str:
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"
+
+
+@click.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--preset", help="Time a randomly initialised run of this preset.")
+@click.option("--head", default="mean", type=click.Choice(["mean", "gaussian"]),
+              help="With --preset.")
+@click.option("--variant", "variants", multiple=True, default=("fp32",),
+              type=click.Choice(["fp32", "int8"]), help="With --run/--preset; repeat to compare.")
+@click.option("--runs", default=300, show_default=True, help="Batch-1 engine decodes timed.")
+@click.option("--torch-runs", default=60, show_default=True, help="Batch-1 torch decodes timed.")
+@click.option("--cold-runs", default=5, show_default=True, help="Fresh processes for cold start.")
+@click.option("--threads", default=1, show_default=True, help="Intra-op threads (both sides).")
+@click.option("--compare-routes", is_flag=True,
+              help="Also time the TorchScript-loop and step-driven exports (route choice).")
+def main(model_path, run_dir, preset, head, variants, runs, torch_runs, cold_runs, threads,
+         compare_routes):
+    import torch
+
+    from groove_live.engine import BUNDLED_MODEL_PATH, Engine
+
+    torch.set_num_threads(threads)
+    load_start = _load()
+    tmp = Path(tempfile.mkdtemp(prefix="decode_latency-"))
+    models: dict[str, Path] = {}
+    if preset:
+        run_dir = _random_run(tmp, preset, head)
+    if run_dir and not model_path:
+        from groove_live.export.onnx_export import export_run
+        for variant in variants:
+            models[variant] = export_run(run_dir, tmp / f"{variant}.onnx", variant=variant).decoder_path
+    else:
+        path = Path(model_path) if model_path else BUNDLED_MODEL_PATH
+        if not path.is_file():
+            raise click.UsageError(f"no model at {path}: pass --model, --run or --preset")
+        models[Engine.load(path).variant] = path
+    engines = {name: Engine.load(path, intra_op_threads=threads) for name, path in models.items()}
+    spec = next(iter(engines.values())).spec
+    model, torch_source = _torch_model(Path(run_dir) if run_dir else None, spec)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_decoder = sum(p.numel() for p in model.decoder.parameters())
+
+    rows: dict[str, dict] = {}
+    for name, engine in engines.items():
+        rng = np.random.default_rng(0)
+        wall, cpu = _times(lambda: engine.sample(1, 1.0, seed=int(rng.integers(1 << 31))), runs)
+        w32, c32 = _times(lambda: engine.sample(32, 1.0, seed=int(rng.integers(1 << 31))),
+                          max(10, runs // 10))
+        rows[f"engine {name}"] = {"p50_ms": np.median(wall) * 1e3,
+                                  "p99_ms": np.percentile(wall, 99) * 1e3,
+                                  "cpu_p50_ms": np.median(cpu) * 1e3,
+                                  "batch32_per_s": 32 / np.median(w32),
+                                  "batch32_cpu_per_s": 32 / np.median(c32),
+                                  "cold": _cold_start(models[name], cold_runs)}
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        z1, z32 = torch.randn(1, spec.z_size), torch.randn(32, spec.z_size)
+        wall, cpu = _times(lambda: model.decoder.sample(z1, 1.0, generator=gen), torch_runs, 3)
+        w32, c32 = _times(lambda: model.decoder.sample(z32, 1.0, generator=gen), 10, 2)
+    rows["torch eager"] = {"p50_ms": np.median(wall) * 1e3, "p99_ms": np.percentile(wall, 99) * 1e3,
+                           "cpu_p50_ms": np.median(cpu) * 1e3, "batch32_per_s": 32 / np.median(w32),
+                           "batch32_cpu_per_s": 32 / np.median(c32)}
+    if compare_routes:
+        from alt_routes import step_driven, torchscript_loop
+        for name, make in (("TorchScript Loop", torchscript_loop), ("step-driven", step_driven)):
+            decode = make(model, spec, threads)
+            rng = np.random.default_rng(0)
+            wall, cpu = _times(lambda: decode(1, rng), max(30, runs // 3))
+            row = {"p50_ms": np.median(wall) * 1e3, "p99_ms": np.percentile(wall, 99) * 1e3,
+                   "cpu_p50_ms": np.median(cpu) * 1e3}
+            if name != "step-driven":
+                w32, c32 = _times(lambda: decode(32, rng), 10, 2)
+                row["batch32_per_s"] = 32 / np.median(w32)
+                row["batch32_cpu_per_s"] = 32 / np.median(c32)
+            rows[name] = row
+    load_end = _load()
+
+    torch_p50 = rows["torch eager"]["p50_ms"]
+    print(f"# Decode latency, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
+    print(f"    {' '.join([Path(sys.executable).name, *sys.argv])}\n")
+    import onnxruntime
+    print(f"- machine: {_cpu_name()}, {os.cpu_count()} cores; load average {load_start} at start, "
+          f"{load_end} at end" + (" (the CPU was shared with other work: wall times include "
+                                  "waiting for it; CPU p50 does not)"
+                                  if max(float(load_start), float(load_end)) > 0.5 else ""))
+    print(f"- onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, {threads} "
+          f"intra-op thread(s), batch 1 = one {spec.bars}-bar pattern ({spec.steps} steps)")
+    print(f"- model: {spec.model_name} preset {spec.preset}, {spec.continuous_head} head, z "
+          f"{spec.z_size}, {n_params / 1e6:.2f} M parameters ({n_decoder / 1e6:.2f} M decoder), "
+          f"run {spec.run_id or '?'}; engine files: "
+          + ", ".join(f"{k} {p.name} ({p.stat().st_size / 1e6:.1f} MB)" for k, p in models.items()))
+    print(f"- torch eager: {torch_source}\n")
+    torch_cpu = rows["torch eager"]["cpu_p50_ms"]
+    print("| batch 1 unless said | p50 ms | p99 ms | CPU p50 ms | torch / this (p50, CPU) | "
+          "batch 32 patterns/s (CPU) | cold start s (process) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        cold = r.get("cold")
+        batch32 = (f"{r['batch32_per_s']:.0f} ({r['batch32_cpu_per_s']:.0f})"
+                   if "batch32_per_s" in r else "-")
+        print(f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_p50_ms']:.2f} | "
+              f"{torch_p50 / r['p50_ms']:.1f}x, {torch_cpu / r['cpu_p50_ms']:.1f}x | {batch32} | "
+              + (f"{cold['total_s']:.2f} ({cold['process_s']:.2f}) |" if cold else "- |"))
+    print(f"\nGoals: p99 <= {GOAL_P99_MS:g} ms, >= {GOAL_RATIO:g}x torch eager, >= "
+          f"{GOAL_BATCH32_PER_S:,.0f} patterns/s at batch 32, cold start <= {GOAL_COLD_S:g} s.")
+    for name in engines:
+        r = rows[f"engine {name}"]
+        checks = [("p99", r["p99_ms"] <= GOAL_P99_MS, f"{r['p99_ms']:.2f} ms"),
+                  ("vs torch", torch_p50 / r["p50_ms"] >= GOAL_RATIO,
+                   f"{torch_p50 / r['p50_ms']:.1f}x"),
+                  ("batch 32", r["batch32_per_s"] >= GOAL_BATCH32_PER_S,
+                   f"{r['batch32_per_s']:.0f}/s (CPU time {r['batch32_cpu_per_s']:.0f}/s)"),
+                  ("cold start", r["cold"]["total_s"] <= GOAL_COLD_S,
+                   f"{r['cold']['total_s']:.2f} s")]
+        print(f"- engine {name}: " + "; ".join(
+            f"{what} {value} {'met' if ok else 'MISSED'}" for what, ok, value in checks)
+            + f"; cold start = import {r['cold']['import_s']:.2f} + load and warm-up "
+              f"{r['cold']['load_s']:.2f} + first sample {r['cold']['first_s'] * 1e3:.1f} ms"
+            + ("" if not r["cold"]["torch_imported"] else "; TORCH WAS IMPORTED"))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # alt_routes beside this file
+    main()
