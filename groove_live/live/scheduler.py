@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import os
 import queue
 import sys
 import threading
@@ -31,6 +32,10 @@ START_DELAY_S = 0.05  # after /groove/start, time for the worker to restart the 
 NOTE_LENGTH_STEPS = 0.5  # MIDI note length; drums only care about onsets
 FLAT_VELOCITY = 0.75  # what every hit plays at with velocity amount 0
 IDLE_WAIT_S = 0.5
+# Other threads keep off the GIL from QUIET_BEFORE_S before each send until QUIET_AFTER_S after
+# it: a thread preempted while holding the GIL would otherwise make the send wait for it.
+QUIET_BEFORE_S = 0.0015
+QUIET_AFTER_S = 0.0003
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,29 @@ class Mix:
 
     def velocity(self, velocity: float) -> float:
         return FLAT_VELOCITY + self.velocity_amount * (velocity - FLAT_VELOCITY)
+
+
+# SCHED_FIFO priorities; JACK's audio threads use 70 and up, we stay well below them.
+CLOCK_PRIORITY = 20
+HELPER_PRIORITY = 10  # the OSC and worker threads: above ordinary work, below the clock
+
+
+def realtime_priority(priority: int = CLOCK_PRIORITY) -> bool:
+    """Ask for real-time scheduling for the calling thread (Linux: per thread), best effort.
+
+    On a busy machine a normal thread can wake milliseconds late; a SCHED_FIFO one preempts
+    ordinary work at once. The OSC and worker threads ask too (lower): a thread preempted by
+    other programs while it holds the GIL would make the clock thread wait for it. Needs
+    CAP_SYS_NICE or an rtprio limit (audio users usually have one for JACK); without it every
+    thread simply runs at normal priority. GROOVE_LIVE_NO_REALTIME=1 turns it off.
+    """
+    if os.environ.get("GROOVE_LIVE_NO_REALTIME") or not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 class Scheduler:
@@ -74,6 +102,8 @@ class Scheduler:
         self._clock_start_due = False
         self.midi_clock = any(getattr(s, "clock", False) for s in self.sinks)
         self.sink_errors = 0
+        self.realtime = False  # whether the clock thread got real-time scheduling
+        self.next_due_t_s = math.inf  # when the clock thread next sends (read by other threads)
         self.on_transport: Callable[[str], None] | None = None  # "start": the worker restarts
 
     # --- any thread: post work to the clock thread ----------------------------------------
@@ -159,13 +189,23 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: sleep until the next event, send it; nothing else (no inference)."""
+        self.realtime = realtime_priority()
         while not stop.is_set():
             self._wake.clear()
             self.process(self.clock.now())
             t_s = self.next_t_s()
             if not math.isfinite(t_s):
                 t_s = self.clock.now() + IDLE_WAIT_S
+            self.next_due_t_s = t_s
             self.clock.wait_until(t_s, self._wake)
+
+    def quiet_s(self, now: float) -> float:
+        """How long another thread should wait before running Python code, so that it does not
+        hold the GIL when the clock thread wakes to send (0: go ahead)."""
+        until_s = self.next_due_t_s - now
+        if -QUIET_AFTER_S < until_s < QUIET_BEFORE_S:
+            return until_s + QUIET_AFTER_S
+        return 0.0
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from .clock import Clock, FakeClock, MonotonicClock
 from .osc_api import OscApi
 from .planner import QUANTIZE_MODES, Restart, SetQuantize, SetTemperature, StartWalk
-from .scheduler import Scheduler
+from .scheduler import HELPER_PRIORITY, Scheduler, realtime_priority
 from .sinks import Address, OscSink, Sink
 from .stats import TimingStats
 from .timeline import Timeline
@@ -107,10 +107,11 @@ class Server:
         self.sinks = all_sinks
         self.timeline = Timeline()
         self.stats = TimingStats()
-        self.worker = Worker(engine, self.timeline, self.clock.now, config.temperature,
-                             config.seed, config.ahead_bars, config.quantize)
         self.scheduler = Scheduler(self.clock, self.timeline, all_sinks, self.spec, config.bpm,
                                    config.bar_lookahead_s, self.stats)
+        self.worker = Worker(engine, self.timeline, self.clock.now, config.temperature,
+                             config.seed, config.ahead_bars, config.quantize)
+        self.worker.quiet_s = lambda: self.scheduler.quiet_s(self.clock.now())
         self.api = OscApi(self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -131,12 +132,12 @@ class Server:
         if not threaded:
             return
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        for name, target in (("groove-clock", self.scheduler.run), ("groove-worker", self.worker.run)):
+        bodies = [("groove-clock", self.scheduler.run), ("groove-worker", self._run_worker)]
+        if self.sock is not None:
+            bodies.append(("groove-osc", self._serve_osc))
+        for name, target in bodies:
             self._threads.append(threading.Thread(target=target, args=(self._stop,), name=name,
                                                   daemon=True))
-        if self.sock is not None:
-            self._threads.append(threading.Thread(target=self._serve_osc, args=(self._stop,),
-                                                  name="groove-osc", daemon=True))
         for t in self._threads:
             t.start()
 
@@ -180,8 +181,13 @@ class Server:
         if kind == "start":
             self.worker.submit(Restart())
 
+    def _run_worker(self, stop: threading.Event) -> None:
+        realtime_priority(HELPER_PRIORITY)
+        self.worker.run(stop)
+
     # --- the OSC thread -------------------------------------------------------------------
     def _serve_osc(self, stop: threading.Event) -> None:
+        realtime_priority(HELPER_PRIORITY)
         while not stop.is_set():
             try:
                 datagram, sender = self.sock.recvfrom(MAX_DATAGRAM)
@@ -191,6 +197,9 @@ class Server:
                 if stop.is_set():
                     return
                 continue  # e.g. ICMP errors reported on the socket; keep listening
+            quiet_s = self.scheduler.quiet_s(self.clock.now())
+            if quiet_s > 0:
+                time.sleep(quiet_s)  # let the clock thread send first (see Scheduler.quiet_s)
             for reply in self.handle_datagram(datagram, sender):
                 try:
                     self.sock.sendto(reply, sender)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -86,6 +86,8 @@ class Worker:
         self.decode_errors = 0
         self.last_error = ""
         self.decode_max_s = 0.0
+        # Returns how long to hold off Python work so the clock thread can send (Server sets it).
+        self.quiet_s: Callable[[], float] | None = None
 
     # --- any thread ----------------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -114,7 +116,14 @@ class Worker:
             self._cache.popitem(last=False)
         return bars
 
+    def _keep_off_the_clock(self) -> None:
+        if self.quiet_s is not None:
+            wait_s = self.quiet_s()
+            if wait_s > 0:
+                time.sleep(wait_s)
+
     def _content(self, bar: int, state: BarState, requested: bool) -> BarContent:
+        self._keep_off_the_clock()
         phrase_bar = (bar - state.phrase_start_bar) % self.spec.bars
         bars = self._decode(state.z, state.temperature, state.noise_seed)
         return BarContent(bars[phrase_bar], state.z, phrase_bar, state.source,

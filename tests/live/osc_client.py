@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 
 
 @dataclass
@@ -25,6 +29,7 @@ class OscClient:
         self.server = server
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.bind(("127.0.0.1", port))
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
@@ -37,12 +42,19 @@ class OscClient:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                data, _ = self.sock.recvfrom(65536)
+                data, ancdata, _, _ = self.sock.recvmsg(65536, 64)
             except socket.timeout:
                 continue
             except OSError:
                 return
             arrival_s, arrival_wall_s = time.monotonic(), time.time()
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    # The kernel's receive time: a busy test process cannot blur it.
+                    sec, nsec = struct.unpack("qq", payload[:16])
+                    kernel_wall_s = sec + nsec * 1e-9
+                    arrival_s -= arrival_wall_s - kernel_wall_s
+                    arrival_wall_s = kernel_wall_s
             items = []
             if data.startswith(b"#bundle"):
                 bundle = OscBundle(data)

@@ -1,0 +1,230 @@
+"""Live timing benchmark: `groove-live serve` under 1,000 OSC requests/s, how close to time?
+
+For each tempo the real server runs for --seconds with a latent walk (a decode every bar),
+sending time-tagged bundles (--bundles --latency-ms 0, so each tag is the intended time) to a
+loopback receiver here, while a second process sends --rate requests/s and counts replies.
+Prints p50/p99/max of send - intended (the server's own stats, /groove/info) and of
+arrival - intended (tags vs arrival here), late bars and the server's RSS at start and end.
+
+    python benchmarks/live_timing.py                        # bundled model, 120 and 174 BPM, 60 s
+    python benchmarks/live_timing.py --model tests/fixtures/toy_model.onnx --seconds 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import build_msg
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: kernel receive timestamps
+LATE_MS = 2.0  # a bar with any event later than this counts as late (the server uses the same)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def serve_argv(args, port: int, bpm: float, receiver_port: int) -> list[str]:
+    exe = shutil.which("groove-live") or str(Path(sys.executable).with_name("groove-live"))
+    argv = [exe, "serve", "--port", str(port), "--bpm", str(bpm), "--bundles", "--latency-ms", "0",
+            "--bar-lookahead-ms", "100", "--send", f"127.0.0.1:{receiver_port}", "--seed", "1"]
+    if args.model:
+        argv += ["--model", args.model]
+    return argv
+
+
+# --- the load process --------------------------------------------------------------------
+def run_load(port: int, rate: float, seconds: float, bpm: float) -> None:
+    """Send `rate` requests/s on an absolute schedule; print a JSON line with the counts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    # Cheap controls, info, and some garbage (errors cost a reply too).
+    requests = [build_msg(a, args).dgram for a, args in [
+        ("/groove/ping", [1]), ("/groove/info", []), ("/groove/velocity", [1.0]),
+        ("/groove/timing", [1.0]), ("/groove/mute", ["ride", 0]), ("/groove/temperature", [1.0]),
+        ("/groove/tempo", [bpm]), ("/groove/nope", [])]]
+    requests.append(b"\x00not osc at all")
+    sample = build_msg("/groove/sample", []).dgram
+    replies = {"ack": 0, "error": 0}
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                data, _ = sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            replies["ack" if data.startswith(b"/groove/ack") else "error"] += 1
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    t0 = time.monotonic()
+    n = 0
+    while True:
+        t = time.monotonic() - t0
+        if t >= seconds:
+            break
+        due = int(t * rate)
+        while n < due:
+            # A new sample twice a second keeps the decode worker busy too.
+            dgram = sample if n % max(1, int(rate / 2)) == 0 else requests[n % len(requests)]
+            sock.sendto(dgram, ("127.0.0.1", port))
+            n += 1
+        time.sleep(0.0005)
+    deadline = time.monotonic() + 2.0
+    while replies["ack"] + replies["error"] < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    reader.join()
+    print(json.dumps({"sent": n, **replies, "seconds": seconds}), flush=True)
+
+
+# --- the receiver and one run ------------------------------------------------------------
+class Receiver:
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.rows: list[tuple[str, int, float, float]] = []  # (address, bar, arrival, tag)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, ancdata, _, _ = self.sock.recvmsg(65536, 64)
+            except socket.timeout:
+                continue
+            arrival = time.time()
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    # The kernel's receive time: what this process does later cannot blur it.
+                    sec, nsec = struct.unpack("qq", payload[:16])
+                    arrival = sec + nsec * 1e-9
+            if data.startswith(b"#bundle"):
+                b = OscBundle(data)
+                for m in b:
+                    bar = m.params[3] if m.address == "/groove/hit" else m.params[0]
+                    self.rows.append((m.address, bar, arrival, b.timestamp))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def request(port: int, address: str, *args, timeout_s: float = 3.0) -> list:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout_s)
+        s.sendto(build_msg(address, list(args)).dgram, ("127.0.0.1", port))
+        while True:
+            m = OscMessage(s.recv(65536))
+            if m.params[:1] == [address]:
+                return m.params
+
+
+def one_run(args, bpm: float) -> dict:
+    port = free_port()
+    receiver = Receiver()
+    server = subprocess.Popen(serve_argv(args, port, bpm, receiver.port), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in server.stdout:
+            if "ready in" in line:
+                break
+        else:
+            raise SystemExit(f"groove-live serve did not start (exit {server.wait()})")
+        request(port, "/groove/walk", 0.05, 1)  # a new latent, hence a decode, every bar
+        rss_start = rss_mb(server.pid)
+        load = subprocess.Popen([sys.executable, __file__, "--role", "load", "--port", str(port),
+                                 "--rate", str(args.rate), "--seconds", str(args.seconds),
+                                 "--bpm", str(bpm)], stdout=subprocess.PIPE, text=True)
+        t_begin = time.time()
+        load_out = load.communicate(timeout=args.seconds + 30)[0]
+        t_end = time.time()
+        rss_end = rss_mb(server.pid)
+        info_flat = request(port, "/groove/info")[1:]
+        info = dict(zip(info_flat[0::2], info_flat[1::2]))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        receiver.close()
+    rows = [r for r in receiver.rows if t_begin <= r[3] <= t_end]
+    lag_ms = np.array([(arrival - tag) * 1000 for _, _, arrival, tag in rows])
+    late_bars = {bar for _, bar, arrival, tag in rows if (arrival - tag) * 1000 > LATE_MS}
+    bars = {bar for _, bar, _, _ in rows}
+    return {"bpm": bpm, "load": json.loads(load_out.strip().splitlines()[-1]), "info": info,
+            "arrival_ms": np.percentile(lag_ms, [50, 99]).tolist() + [float(lag_ms.max())],
+            "events": len(rows), "bars": len(bars), "late_bars_arrival": len(late_bars),
+            "rss_mb": (rss_start, rss_end)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="an exported .onnx (default: the bundled model)")
+    ap.add_argument("--bpms", default="120,174")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rate", type=float, default=1000.0, help="OSC requests per second")
+    ap.add_argument("--role", default="main", choices=["main", "load"], help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--bpm", type=float, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.role == "load":
+        run_load(args.port, args.rate, args.seconds, args.bpm)
+        return 0
+    print(f"# live timing: {args.seconds:g} s per tempo, {args.rate:g} OSC requests/s, "
+          f"model {args.model or 'bundled'}")
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, Python {platform.python_version()}")
+    header = ("| BPM | bars | events | send-intended p50 / p99 / max (ms) | arrival-intended p50 / p99 / "
+              "max (ms) | late bars (server / receiver) | missed bars | requests sent / replied | "
+              "decode max (ms) | RSS start / end (MB) |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for bpm in (float(b) for b in args.bpms.split(",")):
+        r = one_run(args, bpm)
+        i, ld, a = r["info"], r["load"], r["arrival_ms"]
+        print(f"| {bpm:g} | {r['bars']} | {r['events']} | {i['send_lag_p50_ms']:.3f} / "
+              f"{i['send_lag_p99_ms']:.3f} / {i['send_lag_max_ms']:.3f} | {a[0]:.3f} / {a[1]:.3f} / "
+              f"{a[2]:.3f} | {i['late_bars']} / {r['late_bars_arrival']} | {i['missed_bars']} | "
+              f"{ld['sent']} / {ld['ack'] + ld['error']} | {i['decode_max_ms']:.2f} | "
+              f"{r['rss_mb'][0]:.1f} / {r['rss_mb'][1]:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
