@@ -103,6 +103,7 @@ class Scheduler:
         self.midi_clock = any(getattr(s, "clock", False) for s in self.sinks)
         self.sink_errors = 0
         self.realtime = False  # whether the clock thread got real-time scheduling
+        self.running = threading.Event()  # set once the clock thread runs (realtime is known)
         self.next_due_t_s = math.inf  # when the clock thread next sends (read by other threads)
         self.on_transport: Callable[[str], None] | None = None  # "start": the worker restarts
 
@@ -190,6 +191,7 @@ class Scheduler:
     def run(self, stop: threading.Event) -> None:
         """Thread body: sleep until the next event, send it; nothing else (no inference)."""
         self.realtime = realtime_priority()
+        self.running.set()
         while not stop.is_set():
             self._wake.clear()
             self.process(self.clock.now())

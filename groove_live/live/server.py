@@ -140,6 +140,7 @@ class Server:
                                                   daemon=True))
         for t in self._threads:
             t.start()
+        self.scheduler.running.wait(timeout=1.0)
 
     def close(self) -> None:
         self._stop.set()
@@ -291,6 +292,7 @@ class Server:
             ("bundles", int(self.config.bundles)),
             ("targets", ",".join(f"{h}:{p}" for h, p in targets)),
             ("outputs", " | ".join(s.describe() for s in self.sinks)),
+            ("realtime", int(sched.realtime)),
             ("decodes", status.get("decodes", 0)),
             ("decode_max_ms", status.get("decode_max_ms", 0.0)),
             ("decode_errors", status.get("decode_errors", 0)),
@@ -310,6 +312,11 @@ def describe(server: Server) -> list[str]:
         lines.append(f"listening for OSC on udp {host}:{port}")
     for sink in server.sinks:
         lines.append(f"sending {sink.describe()}")
+    if server.scheduler.realtime:
+        lines.append("clock thread: real-time scheduling (SCHED_FIFO)")
+    else:
+        lines.append("clock thread: normal priority (no real-time permission; timing can "
+                     "slip by milliseconds on a busy machine, see docs/osc.md)")
     return lines
 
 

@@ -198,3 +198,10 @@ def test_a_bundle_header_with_a_lying_size_is_an_error(api):
     dgram = b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", 1000) + b"/groove/stop\x00\x00\x00\x00"
     msg = OscMessage(api.handle(dgram, SENDER)[0])
     assert msg.address == "/groove/error" and "malformed" in msg.params[1]
+
+
+def test_every_address_is_documented_in_docs_osc_md(api):
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "osc.md").read_text()
+    missing = [a for a in api.routes if f"`{a}`" not in doc]
+    assert not missing, f"docs/osc.md does not document {missing}"
