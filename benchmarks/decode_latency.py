@@ -1,4 +1,4 @@
-"""Decode latency of one 4-bar pattern: the onnxruntime Engine against torch eager.
+r"""Decode latency of one 4-bar pattern: the onnxruntime Engine against torch eager.
 
 Prints, in one run: batch-1 p50/p99 (one intra-op thread) for the engine and torch eager and
 their ratio, batch-32 throughput, and the engine's cold start (import + load + first sample in
@@ -10,7 +10,8 @@ a fresh process), beside the goals of issue 3. Which model:
   --run RUN_DIR         export the run (each --variant) to a temporary folder and time that
   --preset NAME         a randomly initialised run of that preset (to choose the export route)
 
-    .venv/bin/python benchmarks/decode_latency.py --preset groovae_4bar_small --variant fp32 --variant int8
+    .venv/bin/python benchmarks/decode_latency.py --preset groovae_4bar_small \\
+        --variant fp32 --variant int8 --compare-routes
 """
 from __future__ import annotations
 
@@ -151,7 +152,8 @@ def main(model_path, run_dir, preset, head, variants, runs, torch_runs, cold_run
     if run_dir and not model_path:
         from groove_live.export.onnx_export import export_run
         for variant in variants:
-            models[variant] = export_run(run_dir, tmp / f"{variant}.onnx", variant=variant).decoder_path
+            exported = export_run(run_dir, tmp / f"{variant}.onnx", variant=variant)
+            models[variant] = exported.decoder_path
     else:
         path = Path(model_path) if model_path else BUNDLED_MODEL_PATH
         if not path.is_file():

@@ -29,6 +29,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from groove_live.spec import ModelSpec
 
+from ..train.model import MIN_SIGMA
+
 OPSET = 17
 MS_DOMAIN = "com.microsoft"
 VARIANTS = ("fp32", "int8")
@@ -51,7 +53,6 @@ class _Graph:
     """Collects nodes and initializers; names are unique by construction of the callers."""
 
     def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
         self.inits: dict[str, onnx.TensorProto] = {}
         self._count = 0
 
@@ -152,7 +153,7 @@ def build_decoder(decoder, spec: ModelSpec, variant: str = "fp32") -> onnx.Model
     g.i64("head_split", [c, 2 * c, 2 * c] if gaussian else [c, 2 * c])
     g.f32("upper", np.r_[np.ones(c), np.full(c, OFFSET_MAX + 0.5)])  # velocity <= 1, offset
     if gaussian:
-        g.f32("min_sigma", _min_sigma())
+        g.f32("min_sigma", MIN_SIGMA)
         g.f32("zero", 0.0)
 
     n(top, "Shape", [z_in], ["z_shape"])
@@ -245,7 +246,3 @@ def build_decoder(decoder, spec: ModelSpec, variant: str = "fp32") -> onnx.Model
         onnx.checker.check_model(model, full_check=True)
     return model
 
-
-def _min_sigma() -> float:
-    from groove_live.train.model import MIN_SIGMA
-    return MIN_SIGMA

@@ -67,7 +67,8 @@ def _load(run_dir: Path, which: str):
         ("drums", spec.n_drums, cfg.n_drums),
         ("continuous_head", spec.continuous_head, cfg.continuous_head)) if a != b]
     if mismatches:
-        raise ExportError(f"{run_dir}: spec.json and config.json disagree ({'; '.join(mismatches)})")
+        raise ExportError(f"{run_dir}: spec.json and config.json disagree "
+                          f"({'; '.join(mismatches)})")
     return model, cfg, spec, source
 
 

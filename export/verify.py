@@ -59,7 +59,8 @@ def verify_against_torch(engine: Engine, model, n: int = 16, seed: int = 0) -> d
             ref_mu, ref_sigma = (t.numpy() for t in model.encoder(
                 torch.from_numpy(patterns.to_flat())))
         if mu.shape != (n, spec.z_size):
-            raise VerificationError(f"encoder output is {mu.shape}, the spec says {(n, spec.z_size)}")
+            raise VerificationError(f"encoder output is {mu.shape}, the spec says "
+                                    f"{(n, spec.z_size)}")
         report["mu_max_abs"] = float(np.abs(mu - ref_mu).max())
         report["sigma_max_abs"] = float(np.abs(sigma - ref_sigma).max())
     if flips:

@@ -56,7 +56,8 @@ def _resolve_providers(providers) -> list[str]:
     available = ort.get_available_providers()
     for name in names:
         if name not in available:
-            hint = " (install onnxruntime-gpu instead of onnxruntime)" if name.startswith("CUDA") else ""
+            hint = (" (install onnxruntime-gpu instead of onnxruntime)"
+                    if name.startswith("CUDA") else "")
             raise EngineError(f"execution provider {name} is not available in this onnxruntime; "
                               f"available: {', '.join(available)}{hint}")
     if "CPUExecutionProvider" not in names:
@@ -283,8 +284,9 @@ class Engine:
             f"providers {', '.join(self.providers)}",
             f"pattern     {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
             f"{s.n_drums} drums, z size {s.z_size}",
-            f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset {s.continuous_head}"
-            f" ({'drawn from a learned Gaussian' if s.continuous_head == 'gaussian' else 'the mean'})",
+            f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset "
+            + ("drawn from a learned Gaussian" if s.continuous_head == "gaussian"
+               else "the mean (Magenta)"),
             f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}",
             f"decoder     {', '.join(s.decoder_inputs)} -> {', '.join(s.decoder_outputs)}",
             f"encoder     {', '.join(s.encoder_inputs)} -> {', '.join(s.encoder_outputs)}",

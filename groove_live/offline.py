@@ -15,7 +15,8 @@ class OfflineError(ValueError):
 
 
 def output_name(model_name: str, mode: str, index: int, total: int, now: datetime) -> str:
-    """Magenta music_vae_generate's naming, 1-based: groovae_sample_20240101_120000-001-of-008.mid"""
+    """Magenta music_vae_generate's naming, 1-based:
+    groovae_sample_20240101_120000-001-of-008.mid"""
     return f"{model_name}_{mode}_{now:%Y%m%d_%H%M%S}-{index:03d}-of-{total:03d}.mid"
 
 

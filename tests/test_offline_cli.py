@@ -67,7 +67,8 @@ def test_sample_is_reproducible_with_a_seed(toy_model_path, tmp_path):
     for out in ("a", "b"):
         assert _invoke("sample", "-n", 2, "--seed", 5, "--model", toy_model_path,
                        "--out", tmp_path / out).exit_code == 0
-    for fa, fb in zip(sorted((tmp_path / "a").glob("*.mid")), sorted((tmp_path / "b").glob("*.mid"))):
+    a, b = (sorted((tmp_path / out).glob("*.mid")) for out in ("a", "b"))
+    for fa, fb in zip(a, b):
         notes = [[(m.note, m.velocity, m.time) for m in mido.MidiFile(f) if m.type == "note_on"]
                  for f in (fa, fb)]
         assert notes[0] == notes[1]
