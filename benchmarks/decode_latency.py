@@ -10,7 +10,7 @@ a fresh process), beside the goals of issue 3. Which model:
   --run RUN_DIR         export the run (each --variant) to a temporary folder and time that
   --preset NAME         a randomly initialised run of that preset (to choose the export route)
 
-    .venv/bin/python benchmarks/decode_latency.py --preset groovae_4bar_small \\
+    .venv/bin/python benchmarks/decode_latency.py --preset groovae_4bar_small \
         --variant fp32 --variant int8 --compare-routes
 """
 from __future__ import annotations
