@@ -32,6 +32,7 @@ START_DELAY_S = 0.05  # after /groove/start, time for the worker to restart the 
 NOTE_LENGTH_STEPS = 0.5  # MIDI note length; drums only care about onsets
 FLAT_VELOCITY = 0.75  # what every hit plays at with velocity amount 0
 IDLE_WAIT_S = 0.5
+MAX_LOOKAHEAD_BARS = 0.9  # 500 ms (Sonic Pi's) fits under this up to 400 BPM
 # Other threads keep off the GIL from QUIET_BEFORE_S before each send until QUIET_AFTER_S after
 # it: a thread preempted while holding the GIL would otherwise make the send wait for it.
 QUIET_BEFORE_S = 0.0015
@@ -151,11 +152,17 @@ class Scheduler:
     def bar_t_s(self, bar: int) -> float:
         return tempo.bar_start_s(self._anchor_t_s, self._anchor_bar, bar, self.bar_length_s)
 
+    @property
+    def lookahead_s(self) -> float:
+        """The /groove/bar lookahead in use: as asked, but under a bar, so a bar is never
+        committed more than a bar early (the worker plans two bars ahead)."""
+        return min(self.bar_lookahead_s, MAX_LOOKAHEAD_BARS * self.bar_length_s)
+
     def commit_ahead_s(self) -> float:
         bpms = [self.bpm] if self._pending_bpm is None else [self.bpm, self._pending_bpm]
         half_step_s = max(0.5 * tempo.step_s(b, self.spec.beats_per_bar, self.spec.steps_per_bar)
                           for b in bpms)
-        return max(self.bar_lookahead_s, half_step_s) + COMMIT_MARGIN_S
+        return max(self.lookahead_s, half_step_s) + COMMIT_MARGIN_S
 
     def next_commit_t_s(self) -> float:
         if not self.playing:
@@ -266,7 +273,7 @@ class Scheduler:
             drum = drums[h.drum]
             hits.append(HitEvent(t_s, bar, h.step, drum.name, drum.out_pitch, velocity))
             bar_hits.append((drum.name, drum.out_pitch, velocity, h.step, t_s - bar_t_s))
-        self._push(BarEvent(bar_t_s - self.bar_lookahead_s, bar_t_s, bar, self.bpm,
+        self._push(BarEvent(bar_t_s - self.lookahead_s, bar_t_s, bar, self.bpm,
                             tuple(bar_hits)))
         if self.midi_clock:
             if self._clock_start_due:

@@ -8,7 +8,7 @@ from typing import Callable
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import build_msg
 
-from .events import BarEvent, ClockEvent, Event, HitEvent, NoteOffEvent
+from .events import BarEvent, Event, HitEvent
 
 Address = tuple[str, int]
 MAX_TARGETS = 16
@@ -150,5 +150,3 @@ class RecordingSink(Sink):
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self), timeout_s)
 
-
-__all__ = ["Sink", "OscSink", "RecordingSink", "Address", "ClockEvent", "NoteOffEvent"]

@@ -1,6 +1,8 @@
 """Fixtures for the live-server tests: fake engines, servers on a fake clock, UDP helpers."""
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from groove_live.pattern import Patterns
 from groove_live.spec import ModelSpec
 
 from .fake_engine import FakeEngine
+from .procs import Proc, which
 
 
 class ScriptedEngine:
@@ -48,10 +51,6 @@ def offline_server(engine, **config) -> tuple[Server, FakeClock, RecordingSink]:
 
 
 # --- real clients ---------------------------------------------------------------------------
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from .procs import Proc, which  # noqa: E402
 
 
 def need(binary: str) -> str:

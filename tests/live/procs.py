@@ -109,16 +109,6 @@ class Proc:
         return self.popen.returncode
 
 
-def children_of(pid: int) -> list[int]:
-    """PIDs of a process's children (to stop what a client leaves behind, by PID)."""
-    try:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                             text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [int(x) for x in out.split()]
-
-
 def kill_pids(pids: list[int]) -> None:
     for pid in pids:
         try:

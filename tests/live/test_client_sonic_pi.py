@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import need
 from .osc_client import OscClient
-from .procs import REPO, Proc, free_udp_port, kill_pids, serve_argv
+from .procs import REPO, free_udp_port, kill_pids, serve_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.clients]
 SONIC_PI_SERVER = Path("/usr/lib/sonic-pi/app/server/ruby/bin/sonic-pi-server.rb")

@@ -1,7 +1,6 @@
 """SuperCollider for real: sclang runs the examples against `groove-live serve` (scsynth on JACK)."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from groove_live.live.events import BarContent, BarEvent, ClockEvent, Hit, HitEvent, NoteOffEvent
+from groove_live.live.events import BarContent, BarEvent, ClockEvent, Hit
 from groove_live.live.scheduler import COMMIT_MARGIN_S, FLAT_VELOCITY, START_DELAY_S, Scheduler
 from groove_live.live.clock import FakeClock
 from groove_live.live.sinks import RecordingSink
@@ -221,3 +221,13 @@ def test_a_missed_bar_repeats_the_bar_a_phrase_ago_and_is_counted():
     assert by_bar[0] == "sample" and by_bar[1] == "silence" and by_bar[4] == "repeat"
     assert [h.bar for h in rec.hits()] == [0, 4]
     assert sched.stats.missed_bars >= 4 and sched.stats.late_bars >= 4
+
+
+def test_a_lookahead_longer_than_a_bar_is_capped_and_no_bar_is_missed():
+    server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=400.0, bar_lookahead_s=2.0)
+    server.run_until(clock.now() + 10.0)
+    bar_length_s = 4 * 60 / 400
+    bars = rec.bars()
+    assert len(bars) > 10
+    assert all(b.downbeat_t_s - b.t_s == pytest.approx(0.9 * bar_length_s) for b in bars)
+    assert server.stats.missed_bars == 0 and server.stats.late_bars == 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import socket
 
-import mido
 import pytest
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage

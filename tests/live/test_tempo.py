@@ -1,3 +1,4 @@
+"""Tempo and grid arithmetic (pure functions)."""
 from groove_live.live import tempo
 
 

@@ -1,8 +1,6 @@
 """The server in-process over real UDP with the real clock and threads (fake engine)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from pythonosc.osc_message_builder import build_msg
