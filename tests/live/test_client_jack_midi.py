@@ -37,10 +37,14 @@ def test_virtual_port_notes_reach_a_jack_midi_input_on_channel_10(procs, jack):
         # The same hits went out over OSC; MIDI and OSC agree on what played, in order.
         osc = [(m.params[1], m.arrival_s) for m in listener.messages("/groove/hit")]
         midi = [(int(p), float(t)) for _, p, _, _, t in notes]
-        first = min(range(len(osc)), key=lambda i: abs(osc[i][1] - midi[0][1]))
-        assert [p for p, _ in osc[first:first + len(midi)]] == [p for p, _ in midi]
-        # Both left at the same intended time: arrival differs by the JACK period (~1.3 ms).
-        gaps = [abs(t_m - t_o) for (_, t_m), (_, t_o) in zip(midi, osc[first:first + len(midi)])]
-        assert max(gaps) < 0.015, gaps
+        # Hits on one step share a time, so align on the sequence, among OSC hits near the first note.
+        near = [i for i in range(len(osc)) if abs(osc[i][1] - midi[0][1]) < 0.05]
+        aligned = [i for i in near if [p for p, _ in osc[i:i + len(midi)]] == [p for p, _ in midi]]
+        assert aligned, (midi, osc)
+        first = aligned[0]
+        # Both left at the same intended time: they arrive a JACK period (~1.3 ms) apart, plus
+        # however late the monitor (a normal-priority Python process) reads them on a busy box.
+        gaps = sorted(abs(t_m - t_o) for (_, t_m), (_, t_o) in zip(midi, osc[first:first + len(midi)]))
+        assert gaps[len(gaps) // 2] < 0.005 and gaps[-1] < 0.05, gaps
     finally:
         listener.close()
