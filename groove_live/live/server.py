@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .clock import Clock, FakeClock, MonotonicClock
@@ -54,7 +54,6 @@ class ServeConfig:
     quantize: str = "bar"
     autostart: bool = True
     ahead_bars: int = 2  # how far the worker decodes past the bar the clock took last
-    extra: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 def parse_address(text: str) -> Address:
@@ -115,6 +114,7 @@ class Server:
         self.api = OscApi(self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._switch_interval_s: float | None = None
         self.internal_errors = 0
         self.started_t_s = self.clock.now()
 
@@ -131,6 +131,7 @@ class Server:
         self.scheduler.on_transport = self._on_transport
         if not threaded:
             return
+        self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         bodies = [("groove-clock", self.scheduler.run), ("groove-worker", self._run_worker)]
         if self.sock is not None:
@@ -148,6 +149,8 @@ class Server:
         self.scheduler.post(lambda now: None)  # wake the clock thread
         for t in self._threads:
             t.join(timeout=2.0)
+        if self._switch_interval_s is not None:
+            sys.setswitchinterval(self._switch_interval_s)
         for sink in self.sinks:
             try:
                 sink.close()
@@ -195,9 +198,9 @@ class Server:
             except socket.timeout:
                 continue
             except OSError:
-                if stop.is_set():
+                if stop.is_set() or self.sock.fileno() < 0:
                     return
-                continue  # e.g. ICMP errors reported on the socket; keep listening
+                continue  # e.g. an ICMP error reported on the socket; keep listening
             quiet_s = self.scheduler.quiet_s(self.clock.now())
             if quiet_s > 0:
                 time.sleep(quiet_s)  # let the clock thread send first (see Scheduler.quiet_s)

@@ -6,29 +6,10 @@ import time
 import uuid
 
 import numpy as np
-import pytest
 from pythonosc.osc_message_builder import build_msg
 
 from .osc_client import OscClient
-from .procs import FAKE, TOY_MODEL, Proc, free_udp_port, serve_argv
-
-needs_model = pytest.mark.skipif(
-    not FAKE and not TOY_MODEL.exists(),
-    reason=f"{TOY_MODEL.relative_to(TOY_MODEL.parents[2])} is made by the export tests' "
-           f"fixture step; without it the real CLI has no model to load")
-
-
-@pytest.fixture
-def procs():
-    started: list[Proc] = []
-
-    def start(argv, **kw) -> Proc:
-        p = Proc(argv, **kw)
-        started.append(p)
-        return p
-    yield start
-    for p in started:
-        p.stop()
+from .procs import free_udp_port, serve_argv
 
 
 def test_port_in_use_is_one_line_and_a_failure(procs):
@@ -61,7 +42,6 @@ def test_bad_send_address_is_one_line(procs):
     assert len(err) == 1 and "bad address" in err[0], p.text()
 
 
-@needs_model
 def test_ready_within_a_second_then_plays_to_targets_and_stops_on_sigterm(procs):
     port = free_udp_port()
     listener = OscClient(("127.0.0.1", port))
@@ -95,7 +75,6 @@ def test_ready_within_a_second_then_plays_to_targets_and_stops_on_sigterm(procs)
         listener.close()
 
 
-@needs_model
 def test_the_process_survives_garbage_and_keeps_time(procs):
     port = free_udp_port()
     listener = OscClient(("127.0.0.1", port))
