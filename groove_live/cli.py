@@ -4,6 +4,8 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .live.cli import serve
+from .offline_cli import info, interpolate, sample
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -12,17 +14,5 @@ def main() -> None:
     """A machine drummer for live coders: GrooVAE over OSC and MIDI."""
 
 
-def _register() -> None:
-    # Subcommands live next to the library code they wrap; importing them must stay torch-free.
-    from .offline_cli import info, interpolate, sample  # noqa: F401  (issue: engine/offline)
-    from .live.cli import serve
-
-    for command in (info, interpolate, sample, serve):
-        main.add_command(command)
-
-
-try:
-    _register()
-except ImportError as e:  # pragma: no cover - only while a part is not written yet
-    import sys
-    print(f"groove-live: some commands are unavailable ({e})", file=sys.stderr)
+for _command in (serve, sample, interpolate, info):
+    main.add_command(_command)
