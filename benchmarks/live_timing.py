@@ -181,6 +181,7 @@ def one_run(args, bpm: float) -> dict:
         t_end = time.time()
         rss_end = rss_mb(server.pid)
         rss_10s = next((mb for t, mb in rss_samples if t >= 10.0), rss_end)
+        rss_half = next((mb for t, mb in rss_samples if t >= args.seconds / 2), rss_end)
         info_flat = request(port, "/groove/info")[1:]
         info = dict(zip(info_flat[0::2], info_flat[1::2]))
     finally:
@@ -198,7 +199,7 @@ def one_run(args, bpm: float) -> dict:
     return {"bpm": bpm, "load": json.loads(load_out.strip().splitlines()[-1]), "info": info,
             "arrival_ms": np.percentile(lag_ms, [50, 99]).tolist() + [float(lag_ms.max())],
             "events": len(rows), "bars": len(bars), "late_bars_arrival": len(late_bars),
-            "rss_mb": (rss_start, rss_10s, rss_end)}
+            "rss_mb": (rss_start, rss_10s, rss_half, rss_end)}
 
 
 def main() -> int:
@@ -220,7 +221,7 @@ def main() -> int:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, Python {platform.python_version()}")
     header = ("| BPM | bars | events | send-intended p50 / p99 / max (ms) | arrival-intended p50 / p99 / "
               "max (ms) | late bars (server / receiver) | missed bars | requests sent / replied | "
-              "decode max (ms) | RSS start / after 10 s / end (MB) |")
+              "decode max (ms) | RSS start / 10 s / half-time / end (MB) |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for bpm in (float(b) for b in args.bpms.split(",")):
@@ -230,7 +231,7 @@ def main() -> int:
               f"{i['send_lag_p99_ms']:.3f} / {i['send_lag_max_ms']:.3f} | {a[0]:.3f} / {a[1]:.3f} / "
               f"{a[2]:.3f} | {i['late_bars']} / {r['late_bars_arrival']} | {i['missed_bars']} | "
               f"{ld['sent']} / {ld['ack'] + ld['error']} | {i['decode_max_ms']:.2f} | "
-              f"{r['rss_mb'][0]:.1f} / {r['rss_mb'][1]:.1f} / {r['rss_mb'][2]:.1f} |", flush=True)
+              f"{' / '.join(f'{mb:.1f}' for mb in r['rss_mb'])} |", flush=True)
     return 0
 
 

@@ -25,7 +25,7 @@ from .planner import (BarState, Command, Interpolate, Planner, Restart, Sample, 
 from .timeline import Timeline
 
 SEED_LIMIT = 2**31  # seeds travel as OSC int32
-CACHE_SIZE = 64  # decoded phrases kept; a walk needs one per move, a loop just one
+CACHE_SIZE = 16  # decoded phrases kept: the bars in flight, re-plans and the spare; a loop needs one
 
 
 class EngineLike(Protocol):
