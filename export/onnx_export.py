@@ -163,10 +163,13 @@ def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
                                    for b, d in p50.items() for k, v in d.items()})
             speedup = p50[1]["fp32"] / p50[1][variant]
             variant_checks["speedup_batch1"] = round(speedup, 2)
-            log(f"[5/{stages}] {variant} vs fp32: hit agreement "
-                f"{variant_checks['hit_agreement']:.4f}, velocity MAE "
+            log(f"[5/{stages}] {variant} vs fp32 on shared latents and noise, from the same "
+                f"history: hit flips {variant_checks['hit_flip_rate']:.4f}, velocity MAE "
                 f"{variant_checks['velocity_mae']:.4f}, offset MAE "
-                f"{variant_checks['offset_mae']:.4f} (within tolerance); CPU p50 batch 1 "
+                f"{variant_checks['offset_mae']:.4f} (within tolerance); whole patterns "
+                f"{variant_checks['identical_patterns']:.0%} identical, hit rate "
+                f"{variant_checks['hit_rate'][1]:.3f} vs {variant_checks['hit_rate'][0]:.3f}; "
+                f"CPU p50 batch 1 "
                 f"{p50[1][variant] * 1e3:.2f} vs {p50[1]['fp32'] * 1e3:.2f} ms, batch 32 "
                 f"{p50[32][variant] * 1e3:.1f} vs {p50[32]['fp32'] * 1e3:.1f} ms"
                 + ("" if speedup > 1.0 else "; NOT faster here: prefer fp32"))

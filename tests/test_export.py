@@ -81,7 +81,7 @@ def test_files_describe_themselves(toy_export):
 def test_int8_variant_is_checked_against_fp32(toy_export, tmp_path):
     toy = toy_export("mean")
     result = export_run(toy.run_dir, tmp_path / "q.onnx", variant="int8")
-    assert result.variant_checks["hit_agreement"] >= 0.99
+    assert result.variant_checks["hit_flip_rate"] <= 0.005
     assert "speedup_batch1" in result.variant_checks
     engine = Engine.load(result.decoder_path)
     assert engine.variant == "int8" and engine.has_encoder
