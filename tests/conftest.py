@@ -1,10 +1,16 @@
 """Fixtures shared across test packages: the committed toy model, and toy runs exported here."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# One OpenMP thread for torch here and in the subprocesses tests start: the models under test
+# are tiny, and with any other load on the machine 2 spinning OpenMP threads made a 7 s
+# training test take 230 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOY_MODEL = FIXTURES / "toy_model.onnx"  # rebuilt by tests/fixtures/make_toy_model.py
