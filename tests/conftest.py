@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +65,39 @@ def toy_export(tmp_path_factory):
         return made[head]
 
     return make
+
+
+# Prepended to code run by `run_torch_free`: any import of torch (or pretty_midi, a training
+# extra) fails at once, so the code under test behaves as in a runtime-only install.
+_REFUSE_TORCH = textwrap.dedent("""
+    import sys
+
+    class Refuse:
+        tried = []
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "pretty_midi"):
+                self.tried.append(name)
+                raise ImportError(f"the runtime imported {name}")
+            return None
+
+    refuse = Refuse()
+    sys.meta_path.insert(0, refuse)
+""")
+_CHECK_TORCH_FREE = textwrap.dedent("""
+    assert not refuse.tried, refuse.tried
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pretty_midi"))
+    assert not leaked, leaked
+    print("torch-free")
+""")
+
+
+@pytest.fixture(scope="session")
+def run_torch_free():
+    """run_torch_free(code, *argv) -> CompletedProcess: `code` in a fresh interpreter where
+    importing torch fails; it asserts afterwards that torch was never imported and prints
+    'torch-free' last."""
+    def run(code: str, *argv, timeout_s: float = 120) -> subprocess.CompletedProcess:
+        script = _REFUSE_TORCH + textwrap.dedent(code) + _CHECK_TORCH_FREE
+        return subprocess.run([sys.executable, "-c", script, *map(str, argv)],
+                              capture_output=True, text=True, timeout=timeout_s)
+    return run
