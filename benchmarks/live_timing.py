@@ -18,7 +18,6 @@ import platform
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -26,11 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: kernel receive timestamps
+from groove_live.live.osc_listen import TimestampedListener
+
 LATE_MS = 2.0  # a bar with any event later than this counts as late (the server uses the same)
 
 
@@ -106,40 +105,21 @@ def run_load(port: int, rate: float, seconds: float, bpm: float) -> None:
 
 # --- the receiver and one run ------------------------------------------------------------
 class Receiver:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.rows: list[tuple[str, int, float, float]] = []  # (address, bar, arrival, tag)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    """Keeps (address, bar, kernel arrival, time tag) of every hit and bar it is sent."""
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, ancdata, _, _ = self.sock.recvmsg(65536, 64)
-            except socket.timeout:
-                continue
-            arrival = time.time()
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    # The kernel's receive time: what this process does later cannot blur it.
-                    sec, nsec = struct.unpack("qq", payload[:16])
-                    arrival = sec + nsec * 1e-9
-            if data.startswith(b"#bundle"):
-                b = OscBundle(data)
-                for m in b:
-                    bar = m.params[3] if m.address == "/groove/hit" else m.params[0]
-                    self.rows.append((m.address, bar, arrival, b.timestamp))
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, float, float]] = []
+        self._listener = TimestampedListener(self._keep, receive_buffer_bytes=8 << 20)
+        self.port = self._listener.port
+
+    def _keep(self, items) -> None:
+        for m in items:
+            if m.timetag_wall_s is not None and m.address in ("/groove/hit", "/groove/bar"):
+                bar = m.params[3] if m.address == "/groove/hit" else m.params[0]
+                self.rows.append((m.address, bar, m.arrival_wall_s, m.timetag_wall_s))
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+        self._listener.close()
 
 
 def request(port: int, address: str, *args, timeout_s: float = 3.0) -> list:
