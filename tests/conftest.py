@@ -101,3 +101,17 @@ def run_torch_free():
         return subprocess.run([sys.executable, "-c", script, *map(str, argv)],
                               capture_output=True, text=True, timeout=timeout_s)
     return run
+
+
+@pytest.fixture(scope="session")
+def one_line_failure():
+    """one_line_failure(click_result, prog) -> the line: the command failed (exit != 0) with
+    exactly one line on stderr, prefixed 'prog: ', and no traceback."""
+    def check(result, prog: str) -> str:
+        assert result.exit_code != 0
+        assert result.exception is None or isinstance(result.exception, SystemExit), \
+            result.exception
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: "), result.stderr
+        return lines[0]
+    return check

@@ -98,19 +98,17 @@ def test_cli_prints_a_line_per_stage(toy_export, tmp_path):
     assert out.is_file() and (tmp_path / "m.encoder.onnx").is_file()
 
 
-def _one_line_failure(args) -> str:
-    result = CliRunner().invoke(export_main, ["onnx", *args])
-    assert result.exit_code != 0
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("groove-export: "), result.stderr
-    return lines[0]
+@pytest.fixture
+def export_fails(one_line_failure):
+    """export_fails(args) -> the one line `groove-export onnx ARGS` fails with."""
+    return lambda args: one_line_failure(CliRunner().invoke(export_main, ["onnx", *args]),
+                                         "groove-export")
 
 
-def test_bad_input_is_one_clear_line(toy_export, tmp_path):
-    assert "no such run folder" in _one_line_failure(
+def test_bad_input_is_one_clear_line(toy_export, tmp_path, export_fails):
+    assert "no such run folder" in export_fails(
         ["--run", str(tmp_path / "nope"), "--out", str(tmp_path / "a.onnx")])
-    assert "not a groove-train run folder" in _one_line_failure(
+    assert "not a groove-train run folder" in export_fails(
         ["--run", str(tmp_path), "--out", str(tmp_path / "a.onnx")])
 
     toy = toy_export("mean")
@@ -119,15 +117,15 @@ def test_bad_input_is_one_clear_line(toy_export, tmp_path):
     spec = json.loads((bad / "spec.json").read_text())
     spec["z_size"] = 99
     (bad / "spec.json").write_text(json.dumps(spec))
-    assert "disagree" in _one_line_failure(["--run", str(bad), "--out", str(tmp_path / "b.onnx")])
+    assert "disagree" in export_fails(["--run", str(bad), "--out", str(tmp_path / "b.onnx")])
 
     config = json.loads((toy.run_dir / "config.json").read_text())
     config["model"]["z_size"] = 99
     (bad / "config.json").write_text(json.dumps(config))
     (bad / "spec.json").write_text((toy.run_dir / "spec.json").read_text())
-    assert "do not fit config.json" in _one_line_failure(
+    assert "do not fit config.json" in export_fails(
         ["--run", str(bad), "--out", str(tmp_path / "c.onnx")])
-    assert "fp16 is not offered" in _one_line_failure(
+    assert "fp16 is not offered" in export_fails(
         ["--run", str(toy.run_dir), "--out", str(tmp_path / "d.onnx"), "--variant", "fp16"])
     assert not list(tmp_path.glob("*.onnx"))
 

@@ -22,12 +22,10 @@ def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def _one_line_failure(result) -> str:
-    assert result.exit_code != 0
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("groove-live: "), result.stderr
-    return lines[0]
+@pytest.fixture
+def fails(one_line_failure):
+    """fails(result) -> the one line a groove-live command failed with."""
+    return lambda result: one_line_failure(result, "groove-live")
 
 
 def test_sample_writes_playable_drum_midi(toy_model_path, tmp_path):
@@ -71,7 +69,7 @@ def test_sample_is_reproducible_with_a_seed(toy_model_path, tmp_path):
         assert notes[0] == notes[1]
 
 
-def test_interpolate_writes_each_step(toy_model_path, tmp_path):
+def test_interpolate_writes_each_step(toy_model_path, tmp_path, fails):
     result = _invoke("interpolate", A_MID, B_MID, "--steps", 3, "--model", toy_model_path,
                      "--out", tmp_path, "--seed", 0)
     assert result.exit_code == 0, result.output
@@ -82,17 +80,17 @@ def test_interpolate_writes_each_step(toy_model_path, tmp_path):
 
     not_midi = tmp_path / "x.mid"
     not_midi.write_text("hello")
-    assert "not a readable MIDI file" in _one_line_failure(
+    assert "not a readable MIDI file" in fails(
         _invoke("interpolate", not_midi, B_MID, "--model", toy_model_path, "--out", tmp_path))
 
 
-def test_png_needs_matplotlib_and_says_so(toy_model_path, tmp_path, monkeypatch):
+def test_png_needs_matplotlib_and_says_so(toy_model_path, tmp_path, monkeypatch, fails):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    line = _one_line_failure(_invoke("sample", "-n", 1, "--png", "--model", toy_model_path,
+    line = fails(_invoke("sample", "-n", 1, "--png", "--model", toy_model_path,
                                      "--out", tmp_path))
     assert "matplotlib" in line and not list(tmp_path.glob("*.mid"))
 
@@ -113,11 +111,11 @@ def test_info_prints_the_spec(toy_model_path):
     assert '"schema_version": 1' in as_json.stdout
 
 
-def test_info_on_a_corrupt_or_foreign_file_is_one_line(tmp_path):
+def test_info_on_a_corrupt_or_foreign_file_is_one_line(tmp_path, fails):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(np.random.default_rng(0).bytes(300))
-    assert "not a loadable ONNX model" in _one_line_failure(_invoke("info", "--model", corrupt))
-    assert "no such model file" in _one_line_failure(
+    assert "not a loadable ONNX model" in fails(_invoke("info", "--model", corrupt))
+    assert "no such model file" in fails(
         _invoke("info", "--model", tmp_path / "absent.onnx"))
 
 
