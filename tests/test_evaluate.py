@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from groove_live.pattern import Patterns  # noqa: E402
 from groove_live.train.config import get_preset, spec_for  # noqa: E402
-from groove_live.train.data import DataError  # noqa: E402
+from groove_live.train.data import DataError, load_split  # noqa: E402
 from groove_live.train.evaluate import evaluate_model, evaluate_run  # noqa: E402
 from groove_live.train.model import GrooVAE  # noqa: E402
 from groove_live.train.run import save_checkpoint_atomic, save_run_config  # noqa: E402
@@ -107,3 +107,45 @@ def test_missing_split_and_wrong_shape_are_clear_errors(tiny_run, tmp_path):
     _write_split(tmp_path, "test", two_bars, bpm)
     with pytest.raises(DataError, match="steps"):
         evaluate_run(run_dir, tmp_path, split="test", n_samples=2, device="cpu")
+
+
+def test_an_exported_model_scores_as_its_torch_weights(toy_export, tmp_path):
+    # The engine's free-running reconstructions are the torch model's, decision for decision,
+    # so a table from `evaluate --model` describes the weights it was exported from.
+    from groove_live.engine import Engine
+    from groove_live.train.evaluate import engine_reconstruct, evaluate_model_file, reconstruct
+
+    toy = toy_export("gaussian")
+    patterns, bpm = _windows(N_WINDOWS, seed=3)
+    _write_split(tmp_path / "data", "test", patterns, bpm)
+    stored, _ = load_split(tmp_path / "data", "test")  # velocities as the cache rounds them
+
+    engine_side = engine_reconstruct(Engine.load(toy.model_path), stored, batch_size=5)
+    torch_side = reconstruct(toy.model, stored, teacher_forced=False)
+    np.testing.assert_array_equal(engine_side.hits, torch_side.hits)
+    np.testing.assert_allclose(engine_side.velocities, torch_side.velocities, atol=1e-4)
+    np.testing.assert_allclose(engine_side.offsets, torch_side.offsets, atol=1e-4)
+
+    result = evaluate_model_file(toy.model_path, tmp_path / "data", split="test", n_samples=8,
+                                 out_dir=tmp_path / "report")
+    m = result["metrics"]
+    assert "teacher_forced/hit_f1" not in m and 0.0 <= m["free_running/hit_f1"] <= 1.0
+    assert m["free_running/n_true_hits"] == int((stored.hits > 0.5).sum())
+    assert "samples/offset_std_ratio" in m
+    saved = json.loads((tmp_path / "report" / "evaluation_test.json").read_text())
+    assert saved["variant"] == "fp32" and saved["metrics"] == pytest.approx(m, nan_ok=True)
+
+
+def test_evaluate_wants_exactly_one_of_run_and_model(tiny_run, one_line_failure):
+    from click.testing import CliRunner
+
+    from groove_live.train.cli import main
+
+    run_dir, data_dir, _, _, _ = tiny_run
+    for args in ([], ["--run", str(run_dir), "--model", "m.onnx"], ["--model", "m.onnx"]):
+        line = one_line_failure(CliRunner().invoke(main, ["evaluate", *args]), "groove-train")
+        assert "--run" in line or "--data" in line
+    line = one_line_failure(CliRunner().invoke(
+        main, ["evaluate", "--model", str(data_dir / "nope.onnx"), "--data", str(data_dir)]),
+        "groove-train")
+    assert "no such model file" in line

@@ -94,7 +94,12 @@ def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, lea
 
 
 @main.command()
-@click.option("--run", "run_dir", required=True, type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(), help="Run folder: score its torch weights.")
+@click.option("--model", "model_path", type=click.Path(),
+              help="Or an exported ONNX model: score it with the runtime engine (free-running "
+                   "only); needs --data.")
+@click.option("--out", "out_dir", type=click.Path(),
+              help="With --model: folder for evaluation_<split>.json/.md.")
 @click.option("--data", "data_dir", type=click.Path(),
               help="Prepared dataset folder (default: the one the run trained on).")
 @click.option("--split", default="test", show_default=True,
@@ -110,26 +115,37 @@ def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, lea
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")
-def evaluate(run_dir, data_dir, split, n_samples, temperature, plot, n_plot, which, seed, device,
-             threads):
-    """Reconstruction and sample metrics of a run on a split: JSON + a readable table."""
+def evaluate(run_dir, model_path, out_dir, data_dir, split, n_samples, temperature, plot, n_plot,
+             which, seed, device, threads):
+    """Reconstruction and sample metrics of a run (or an exported model) on a split: JSON + a
+    readable table."""
     import torch
 
+    from groove_live.engine import EngineError
     from groove_live.plot import PlotUnavailable
 
     from .data import DataError
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_model_file, evaluate_run
     from .run import RunError, load_run_config
 
+    if (run_dir is None) == (model_path is None):
+        _fail("say which to evaluate: --run RUN_DIR or --model FILE.onnx (one of them)")
+    if model_path is not None and (data_dir is None or plot):
+        _fail("--model needs --data (an exported model does not know its dataset folder) "
+              "and does not --plot")
     if threads:
         torch.set_num_threads(threads)
     try:
-        if data_dir is None:
-            data_dir = load_run_config(run_dir)[4]
-        result = evaluate_run(run_dir, data_dir, split=split, n_samples=n_samples,
-                              temperature=temperature, plot_dir=run_dir if plot else None,
-                              device=device, seed=seed, which=which, n_plot=n_plot)
-    except (DataError, RunError, PlotUnavailable) as e:
+        if model_path is not None:
+            result = evaluate_model_file(model_path, data_dir, split=split, n_samples=n_samples,
+                                         temperature=temperature, seed=seed, out_dir=out_dir)
+        else:
+            if data_dir is None:
+                data_dir = load_run_config(run_dir)[4]
+            result = evaluate_run(run_dir, data_dir, split=split, n_samples=n_samples,
+                                  temperature=temperature, plot_dir=run_dir if plot else None,
+                                  device=device, seed=seed, which=which, n_plot=n_plot)
+    except (DataError, RunError, PlotUnavailable, EngineError) as e:
         _fail(str(e))
     table = result.get("table") if isinstance(result, dict) else None
     if table:
