@@ -5,6 +5,7 @@ Every process started here is stopped by its own PID (SIGTERM, then SIGKILL) in 
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -22,10 +23,38 @@ TOY_MODEL = REPO / "tests" / "fixtures" / "toy_model.onnx"
 FAKE = os.environ.get("GROOVE_LIVE_TEST_ENGINE") == "fake"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_handed_out: set[int] = set()
+_port_rng = random.Random(os.getpid())
+
+
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A UDP port on 127.0.0.1, free now, for a process we start to bind later.
+
+    Chosen below the kernel's ephemeral range: a port from bind(0) is one the kernel may hand
+    to any other socket (every unbound sendto) before the child binds it, and Sonic Pi then
+    refuses to boot ("Port N unavailable"). Ports here are only ever taken on purpose.
+    """
+    low = 20000 if _EPHEMERAL_LOW > 21000 else 1024
+    for _ in range(1000):
+        port = _port_rng.randrange(low, _EPHEMERAL_LOW)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free UDP port in {low}-{_EPHEMERAL_LOW}")
 
 
 def serve_argv(*args: str, model: bool = True) -> list[str]:
