@@ -38,9 +38,17 @@ class Patterns:
         return self.hits.shape[0]
 
     def __getitem__(self, index) -> "Patterns":
-        if isinstance(index, int):
-            index = slice(index, index + 1)
+        """patterns[i] is a batch of one (negative i counts from the end), patterns[a:b] a
+        sub-batch; an int out of range raises IndexError, which also ends iteration."""
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (len(self) if index < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"pattern {int(index)} of a batch of {len(self)}")
+            index = slice(i, i + 1)
         return Patterns(self.hits[index], self.velocities[index], self.offsets[index])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
     @property
     def steps(self) -> int:

@@ -108,3 +108,18 @@ def test_corrupt_midi_is_one_clear_error(tmp_path, content):
         read_performance(bad, SPEC)
     with pytest.raises(MidiReadError, match="no such file"):
         read_performance(tmp_path / "missing.mid", SPEC)
+
+
+def test_patterns_index_like_a_sequence():
+    rng = np.random.default_rng(0)
+    hits = (rng.random((3, 64, 9)) < 0.2).astype(np.float32)
+    batch = Patterns(hits, hits * 0.5, hits * 0.1)
+    assert np.array_equal(batch[-1].hits[0], hits[2]) and np.array_equal(batch[0].hits[0], hits[0])
+    assert len(batch[1:]) == 2
+    for bad in (3, -4):
+        with pytest.raises(IndexError):
+            batch[bad]
+    # Iteration ends (it once ran on forever, an empty batch per step, until memory ran out).
+    items = list(batch)
+    assert [len(p) for p in items] == [1, 1, 1]
+    assert np.array_equal(np.concatenate([p.hits for p in items]), hits)
