@@ -134,6 +134,11 @@ def read_pattern(path: str | Path, spec: ModelSpec, bar: int = 0) -> tuple[Patte
     perf = read_performance(path, spec)
     if perf.n_notes == 0:
         raise MidiReadError(f"{path}: no drum notes (GM drum pitches) in this file")
+    numerator, denominator = perf.time_signature
+    if numerator * 4.0 / denominator != spec.beats_per_bar:
+        # Its bars would be squeezed onto the model's: a 3/4 groove comes back as a wrong 4/4 one.
+        raise MidiReadError(f"{path}: in {numerator}/{denominator}, but this model plays bars of "
+                            f"{spec.beats_per_bar:g} beats (4/4); give a file in 4/4")
     lo = bar * spec.steps_per_bar
     if lo >= perf.steps:
         raise MidiReadError(f"{path}: the file has no bar {bar}")

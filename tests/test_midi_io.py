@@ -123,3 +123,10 @@ def test_patterns_index_like_a_sequence():
     items = list(batch)
     assert [len(p) for p in items] == [1, 1, 1]
     assert np.array_equal(np.concatenate([p.hits for p in items]), hits)
+
+
+def test_a_pattern_in_another_meter_is_refused_not_squeezed():
+    three_four = Path(__file__).parent / "fixtures/gmd/drummer1/session2/1_latin-chacarera_157_beat_3-4.mid"
+    assert read_performance(three_four, SPEC).time_signature == (3, 4)  # prepare --meter 3-4 reads it
+    with pytest.raises(MidiReadError, match="in 3/4, but this model plays bars of 4 beats"):
+        read_pattern(three_four, SPEC)
