@@ -3,6 +3,7 @@ groove_live, torch only in the `train` extra, and the three console scripts."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,10 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: an in-tree build leaves build/ behind, and a stale build/lib would
+    # carry files since deleted into later wheels (and hide them from this test).
+    src = out / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "runs", "data_cache", "__pycache__",
+        ".pytest_cache"))
     # No build isolation: the build backend is already installed here, and CI needs no index.
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+         "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     (path,) = out.glob("groove_live-*.whl")
     return zipfile.ZipFile(path)
