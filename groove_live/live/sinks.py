@@ -117,7 +117,10 @@ class OscSink(Sink):
 
     def describe(self) -> str:
         kind = f"OSC bundles (+{self.latency_s * 1000:.0f} ms)" if self.bundles else "OSC"
-        targets = ", ".join(f"{h}:{p}" for h, p in self._targets) or "no targets yet"
+        # With no target yet, say how to get one: a first run of `serve` is otherwise silent.
+        targets = ", ".join(f"{h}:{p}" for h, p in self._targets) or (
+            "no targets yet (--send HOST:PORT, or send /groove/target from your client; "
+            "see docs/osc.md)")
         return f"{kind} -> {targets}"
 
 
