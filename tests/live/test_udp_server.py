@@ -1,6 +1,8 @@
 """The server in-process over real UDP with the real clock and threads (fake engine)."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from pythonosc.osc_message_builder import build_msg
@@ -22,6 +24,12 @@ TOLERANCE_S = 0.025
 
 @pytest.fixture
 def running():
+    # The server shares this process with pytest and everything earlier tests imported (torch,
+    # ~400k objects): one full garbage collection of that heap holds the GIL for 150-180 ms and
+    # stalls the clock thread. `groove-live serve` freezes its own (small) heap at start-up;
+    # do the same for pytest's while these tests run.
+    gc.collect()
+    gc.freeze()
     started = []
 
     def start(engine=None, **config):
@@ -40,6 +48,7 @@ def running():
     for server, client in started:
         client.close()
         server.close()
+    gc.unfreeze()
 
 
 def committed(server):
