@@ -44,11 +44,12 @@ def test_the_package_ships_a_decoder_and_its_encoder_under_20_mb(bundled):
 
 def test_it_reconstructs_held_out_grooves(bundled):
     # Test/validation-split files the model never trained on. The toy model scores ~0.0 here;
-    # the bundled one ~0.6 (its full test-split table is in MODEL_CARD.md).
+    # the bundled one 0.74 on these 28 windows (0.69 free-running on the whole test split,
+    # MODEL_CARD.md). 0.65 leaves room for a retrained model, not for an untrained one.
     target = _fixture_windows(bundled.spec, ("test", "validation"))
     mu, _ = bundled.encode(target)
     scores = hit_scores(target, bundled.decode(mu, temperature=0.0, seed=0))
-    assert scores["hit_f1"] >= 0.5, scores
+    assert scores["hit_f1"] >= 0.65, scores
 
 
 def test_its_samples_keep_the_drummers_feel(bundled):
