@@ -72,7 +72,7 @@ def open_cue_port(control, gui, cue_port, requests: int = 10) -> None:
 
     The GUI's two messages are relayed by the Ruby server to the Erlang cue server, which then
     opens the port a moment later. Right after boot the request is sometimes lost on the way
-    (1 boot in 10 on a loaded machine: the port stayed closed and the example waited forever
+    (6 boots of 30 on a loaded machine: the port stayed closed and the example waited forever
     on its first sync). A probe that shows up as /incoming/osc proves the path is open; probes
     go every 0.25 s, and the request is repeated every 2 s until one does."""
     probe = OscClient(("127.0.0.1", cue_port))
