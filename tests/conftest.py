@@ -115,3 +115,19 @@ def one_line_failure():
         assert len(lines) == 1 and lines[0].startswith(f"{prog}: "), result.stderr
         return lines[0]
     return check
+
+
+# Where .ci/run installed the real clients it sets GROOVE_LIVE_REQUIRE_CLIENTS=1: a client test
+# that skips there hides a broken install or a broken test behind a green run, so it fails.
+def pytest_runtest_makereport(item, call):
+    if os.environ.get("GROOVE_LIVE_REQUIRE_CLIENTS") != "1" or item.get_closest_marker("clients") is None:
+        return None
+    from _pytest.reports import TestReport
+
+    report = TestReport.from_item_and_call(item, call)
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (f"client test skipped where .ci/install_clients.sh ran "
+                           f"(GROOVE_LIVE_REQUIRE_CLIENTS=1): {reason}")
+    return report
