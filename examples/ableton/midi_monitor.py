@@ -10,6 +10,8 @@ which groove-live already installs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 
@@ -33,6 +35,20 @@ def find_input(backend, name: str, timeout_s: float) -> str:
         time.sleep(0.1)  # the port appears when groove-live starts; nothing to wait on but polling
 
 
+@contextlib.contextmanager
+def quiet_c_stderr():
+    """ALSA and JACK print their own multi-line complaints on fd 2 when they are missing; we
+    say what went wrong in one line instead."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", default="groove-live", help="part of the port's name")
@@ -41,10 +57,19 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the port")
     args = ap.parse_args()
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK" if args.jack else "mido.backends.rtmidi")
-    name = find_input(backend, args.port, args.timeout)
+    try:
+        with quiet_c_stderr():
+            name = find_input(backend, args.port, args.timeout)
+            # No client_name here: mido would take it as "make a virtual port" and connect nothing.
+            port = backend.open_input(name)
+    except (OSError, RuntimeError, ImportError) as e:
+        # rtmidi raises SystemError/RuntimeError subclasses with C-level detail when there is
+        # no ALSA sequencer or no JACK server: one line saying what to try instead.
+        hint = ("is a JACK server running (jackd -d dummy)?" if args.jack else
+                "no ALSA sequencer here? try --jack with a JACK server running")
+        sys.exit(f"midi_monitor: cannot open MIDI ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); {hint}")
     n = 0
-    # No client_name here: mido would take it as "make a virtual port" and connect nothing.
-    with backend.open_input(name) as port:
+    with port:
         print(f"listening on {name}", flush=True)
         for msg in port:
             if msg.type == "note_on" and msg.velocity > 0:
