@@ -64,7 +64,9 @@ def prepare(data_dir, out_dir, meters, beat_types, bars, hop_bars, force):
 @click.option("--checkpoint-every", type=int)
 @click.option("--keep-last", type=int)
 @click.option("--seed", type=int)
-@click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run from its newest checkpoint that loads (newer ones that "
+                   "do not are named and set aside).")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")

@@ -21,8 +21,10 @@ import torch.distributed as dist
 from .config import ModelConfig, TrainConfig, get_preset, spec_for
 from .data import load_split
 from .model import GrooVAE, count_parameters, losses
-from .run import (latest_checkpoint, load_run_config, rotate_checkpoints, save_checkpoint_atomic,
-                  save_run_config)
+from .run import (CheckpointError, clean_stale_temp_files, describe_mismatch,
+                  drop_metrics_after_step, load_run_config, newest_loadable_checkpoint,
+                  rotate_checkpoints, save_checkpoint_atomic, save_run_config,
+                  set_aside_checkpoint)
 
 LOG_FIELDS = ("step", "split", "loss", "recon", "hit_loss", "velocity_loss", "offset_loss", "kl",
               "kl_cost", "lr", "grad_norm", "examples_per_s")
@@ -70,6 +72,20 @@ def _pick_device(device: str, dist_info: DistInfo) -> torch.device:
     return torch.device(device)
 
 
+def _say(message: str) -> None:
+    print(f"groove-train: {message}", file=sys.stderr, flush=True)
+
+
+def _resume_state(run_dir: Path, dist_info: DistInfo) -> dict:
+    """The newest checkpoint that loads safely. Newer ones that do not (torn by a kill, empty,
+    or holding code) are named with the reason, and rank 0 sets them aside."""
+    _, state, skipped = newest_loadable_checkpoint(run_dir)
+    if dist_info.main:
+        for path, reason in skipped:
+            _say(f"skipped {reason}; set aside as {set_aside_checkpoint(path).name}")
+    return state
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM; the loop checks it between steps and checkpoints before leaving."""
 
@@ -112,7 +128,7 @@ def _validate(model: GrooVAE, x_val: torch.Tensor, cfg: ModelConfig, batch_size:
 class Logger:
     """CSV always (the loss-curve PNG reads it); TensorBoard when it is installed."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
         self.path = run_dir / "metrics.csv"
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="")
@@ -121,7 +137,8 @@ class Logger:
             self.csv.writeheader()
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            # purge_step hides events a killed run logged past its checkpoint (replayed now)
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
         except ImportError:
             self.tb = None
 
@@ -196,6 +213,12 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
             save_run_config(run_dir, preset, model_cfg, train_cfg, spec, str(data_dir))
     if data_dir is None:
         raise ValueError("no prepared dataset given (--data DATASET_DIR)")
+    if dist_info.main:
+        stale = clean_stale_temp_files(run_dir)
+        if stale:
+            _say(f"removed {len(stale)} stale temp file(s) of interrupted writes: "
+                 + ", ".join(str(p.relative_to(run_dir)) for p in stale))
+    state = _resume_state(run_dir, dist_info) if resume else None
     dev = _pick_device(device, dist_info)
     use_bf16 = dev.type == "cuda"
 
@@ -213,13 +236,14 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
     model = GrooVAE(model_cfg).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.learning_rate)
     step, best_val, elapsed_s, examples = 0, math.inf, 0.0, 0
-    if resume:
-        ckpt_path = latest_checkpoint(run_dir)
-        if ckpt_path is None:
-            raise FileNotFoundError(f"{run_dir}: nothing to resume (no checkpoints/)")
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:  # loaded on the CPU: the RNG setters want CPU tensors, and
+        # load_state_dict moves weights and optimizer moments onto the model's device
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{run_dir}: the checkpoint does not fit config.json "
+                                  f"({describe_mismatch(e)})") from None
         step, best_val = state["step"], state["best_val"]
         elapsed_s, examples = state["elapsed_s"], state["examples"]
         torch.set_rng_state(state["rng"][dist_info.rank % len(state["rng"])])
@@ -230,7 +254,13 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    logger = Logger(run_dir) if dist_info.main else None
+    logger = None
+    if dist_info.main:
+        if resume:  # rows a killed run logged past its checkpoint are logged again from here
+            dropped = drop_metrics_after_step(run_dir, step)
+            if dropped:
+                _say(f"dropped {dropped} metrics.csv row(s) logged after step {step}")
+        logger = Logger(run_dir, purge_step=step + 1 if resume else None)
     stop = StopFlag()
     stop.install()
 

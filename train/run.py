@@ -6,12 +6,19 @@ Layout:
   checkpoints/step_00001000.pt   the last K, written atomically
   best.pt              lowest validation loss so far
   metrics.csv, tb/, loss_curve.png
+
+Checkpoints hold only tensors and plain data (dicts, lists, numbers, strings, None) and are read
+with `torch.load(weights_only=True)`: a run folder is something people share, and a pickle from
+it must never run code here.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,10 +30,18 @@ from .config import (ModelConfig, TrainConfig, model_config_from_dict, to_dict,
 from .model import GrooVAE
 
 CHECKPOINT_RE = re.compile(r"step_(\d+)\.pt$")
+# What fit needs to continue; best.pt holds only "model", "step" and "val".
+RESUME_KEYS = ("model", "optimizer", "step", "best_val", "elapsed_s", "examples", "rng")
+# Scalars a checkpoint may hold besides tensors; weights_only=True refuses e.g. numpy arrays.
+PLAIN_TYPES = (bool, int, float, str, type(None))
 
 
 class RunError(ValueError):
     """A run folder that is missing or incomplete: one clear line."""
+
+
+class CheckpointError(RunError):
+    """A checkpoint that cannot be loaded safely (torn, empty, foreign, or holding code)."""
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -59,8 +74,30 @@ def load_run_config(run_dir: str | Path) -> tuple[str, ModelConfig, TrainConfig,
         raise RunError(f"{run_dir}: config.json does not describe a run ({e})") from None
 
 
+def _plain_data_problem(obj, where: str = "state") -> str | None:
+    """Where `obj` holds something weights_only=True would refuse, or None."""
+    if isinstance(obj, torch.Tensor) or isinstance(obj, PLAIN_TYPES):
+        return None
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}"
+    for key, value in items:
+        if not isinstance(key, PLAIN_TYPES):
+            return f"{where} has a key of type {type(key).__qualname__}"
+        problem = _plain_data_problem(value, f"{where}[{key!r}]")
+        if problem:
+            return problem
+    return None
+
+
 def save_checkpoint_atomic(path: Path, state: dict) -> None:
     """Write to a temporary name then rename: a kill mid-write never leaves a torn file."""
+    problem = _plain_data_problem(state)
+    if problem:  # a bug here, not the user's: the run could never be resumed or exported
+        raise TypeError(f"checkpoint {path.name}: {problem}; store tensors and plain data only")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -88,6 +125,138 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def _refusal_detail(message: str) -> str:
+    """The one telling line of torch's many-line weights_only refusal."""
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    if m:
+        return f"it would call or build {m.group(1)}"
+    m = re.search(r"Unsupported operand (\d+)", message)
+    return f"pickle opcode {m.group(1)}, which a plain-data load does not allow" if m else \
+        "not tensors and plain data"
+
+
+def load_checkpoint_safely(path: Path, required: tuple[str, ...] = ("model",),
+                           map_location="cpu") -> dict:
+    """torch.load(weights_only=True) with every way a file can be bad turned into one line."""
+    name = str(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(f"{name}: empty file (a write that never finished)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a pickle protocol note: the error says enough
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:
+        raise CheckpointError(f"{name}: cannot read it ({e.strerror or e})") from None
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{name}: refused, it holds more than tensors and plain data "
+                              f"({_refusal_detail(str(e))}); not loaded") from None
+    except EOFError:
+        raise CheckpointError(f"{name}: cut short (a write that never finished)") from None
+    except RuntimeError as e:  # the zip reader's or the legacy format's complaint
+        raise CheckpointError(f"{name}: truncated or not a torch checkpoint "
+                              f"({str(e).split('.')[0].splitlines()[0]})") from None
+    except Exception as e:  # torch.load of arbitrary bytes raises IndexError, KeyError, ...
+        raise CheckpointError(f"{name}: not a torch checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{name}: holds a {type(state).__name__}, not a checkpoint dict")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(f"{name}: not a training checkpoint (no {', '.join(missing)})")
+    if not isinstance(state.get("model", {}), dict):
+        raise CheckpointError(f"{name}: its 'model' is not a state dict")
+    return state
+
+
+def _resume_problem(state: dict) -> str | None:
+    """What makes a (plain-data) checkpoint unfit to resume from, or None."""
+    rng = state["rng"]
+    if not (isinstance(rng, (list, tuple)) and rng and all(
+            isinstance(r, torch.Tensor) and r.dtype == torch.uint8 for r in rng)):
+        return "its rng is not a list of byte tensors"
+    for key, types in (("step", int), ("examples", int), ("best_val", (int, float)),
+                       ("elapsed_s", (int, float)), ("optimizer", dict)):
+        if not isinstance(state[key], types) or isinstance(state[key], bool):
+            return f"its {key} is a {type(state[key]).__name__}"
+    return None
+
+
+def newest_loadable_checkpoint(run_dir: Path) -> tuple[Path, dict, list[tuple[Path, str]]]:
+    """The newest checkpoint that loads safely and can be resumed from, its state, and the newer
+    ones skipped (path, reason). Raises CheckpointError, one line naming every reason, when none
+    loads."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise RunError(f"{run_dir}: nothing to resume (no checkpoints/)")
+    skipped: list[tuple[Path, str]] = []
+    for _, path in reversed(found):
+        try:
+            state = load_checkpoint_safely(path, RESUME_KEYS)
+        except CheckpointError as e:
+            skipped.append((path, str(e)))
+            continue
+        problem = _resume_problem(state)
+        if problem is None:
+            return path, state, skipped
+        skipped.append((path, f"{path}: not a training checkpoint ({problem})"))
+    raise CheckpointError(f"{run_dir}: no checkpoint loads: " + "; ".join(r for _, r in skipped))
+
+
+def set_aside_checkpoint(path: Path) -> Path:
+    """Rename a checkpoint that does not load, so it neither shadows the newer ones a resumed
+    run writes as "latest" nor is rotated in their place; kept for whoever wants to look."""
+    aside = path.with_name(path.name + ".unloadable")
+    os.replace(path, aside)
+    return aside
+
+
+def clean_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the *.tmp left by writes a kill interrupted (the rename never happened, so the
+    file is torn or orphaned and nothing reads it). Call only before this run writes any.
+    NAME.tmp is this module's temporary name; .NAME.tmp-XXXX.EXT is groove_live.atomic_io's,
+    which writes e.g. evaluate's PNGs into the run folder."""
+    stale = sorted(p for folder in (run_dir, run_dir / "checkpoints")
+                   for pattern in ("*.tmp", ".*.tmp-*") for p in folder.glob(pattern))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def drop_metrics_after_step(run_dir: Path, step: int) -> int:
+    """Rewrite metrics.csv (atomically) without the rows logged after checkpoint `step`, and
+    without a row a kill tore: the resumed run logs those steps again. Returns rows dropped."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "step" not in rows[0]:
+        raise RunError(f"{path}: no header with a 'step' column; move it away to start a new log")
+    header, body = rows[0], rows[1:]
+    col = header.index("step")
+
+    def keep(row: list[str]) -> bool:
+        return (len(row) == len(header) and row[col].isdigit() and int(row[col]) <= step)
+
+    kept = [row for row in body if keep(row)]
+    if len(kept) == len(body):
+        return 0
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([header, *kept])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(body) - len(kept)
+
+
+def describe_mismatch(error: Exception) -> str:
+    """The first specific line of load_state_dict's complaint (its first line is a title)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        return lines[1]
+    return lines[0] if lines else type(error).__name__
+
+
 def weights_path(run_dir: str | Path, which: str = "best") -> Path:
     """best.pt when it exists (selected on validation), else the latest checkpoint."""
     run_dir = Path(run_dir)
@@ -105,9 +274,13 @@ def load_model(run_dir: str | Path, which: str = "best", map_location="cpu"
     """Rebuild the model from the run folder alone, in eval mode."""
     _, model_cfg, _, spec, _ = load_run_config(run_dir)
     path = weights_path(run_dir, which)
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    state = load_checkpoint_safely(path, map_location=map_location)
     model = GrooVAE(model_cfg)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # weights of another shape than config.json's
+        raise CheckpointError(f"{path}: the weights do not fit "
+                              f"config.json ({describe_mismatch(e)})") from None
     model.eval()
     spec = spec.replace(run_id=f"{Path(run_dir).resolve().name}@step{state.get('step', 0)}")
     return model, model_cfg, spec

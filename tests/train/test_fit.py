@@ -87,13 +87,13 @@ def test_sigterm_checkpoints_and_resume_goes_on(dataset, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "stopped by SIGTERM" in err
-    step = torch.load(latest_checkpoint(run), weights_only=False)["step"]
+    step = torch.load(latest_checkpoint(run), weights_only=True)["step"]
     assert step >= 5
     r = subprocess.run(_cli("fit", "--run", str(run), "--resume", "--max-steps", str(step + 3),
                             "--no-progress"), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"resuming at step {step}" in r.stderr
-    assert torch.load(latest_checkpoint(run), weights_only=False)["step"] == step + 3
+    assert torch.load(latest_checkpoint(run), weights_only=True)["step"] == step + 3
 
 
 def test_kill_9_loses_at_most_one_checkpoint_interval(dataset, tmp_path):
@@ -108,10 +108,16 @@ def test_kill_9_loses_at_most_one_checkpoint_interval(dataset, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    state = torch.load(latest_checkpoint(run), weights_only=False)  # never a torn file
+    state = torch.load(latest_checkpoint(run), weights_only=True)  # never a torn file
     assert state["step"] >= 9 and state["step"] % 3 == 0
-    assert not list((run / "checkpoints").glob("*.tmp")) or True  # a tmp may remain; never loaded
     load_model(run, which="latest")
+    # resuming clears what the kill left: a torn *.tmp, rows logged past the checkpoint
+    fit(run, None, resume=True, train_overrides={"max_steps": state["step"] + 1}, progress=False)
+    assert not list(run.rglob("*.tmp"))
+    rows = [(r["step"], r["split"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+    assert len(rows) == len(set(rows))
+    assert sorted(int(s) for s, split in rows if split == "train") == list(
+        range(1, state["step"] + 2))
 
 
 @pytest.mark.slow
@@ -125,6 +131,6 @@ def test_ddp_two_cpu_processes(dataset, tmp_path):
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world 2" in r.stderr
-    state = torch.load(latest_checkpoint(run), weights_only=False)
+    state = torch.load(latest_checkpoint(run), weights_only=True)
     assert state["step"] == 6 and len(state["rng"]) == 2  # both ranks' RNG streams saved
     load_model(run, which="latest")
