@@ -3,7 +3,7 @@
 # Idempotent: packages already present are left alone; safe to call before every test run.
 set -euo pipefail
 
-PACKAGES=(jackd2 supercollider-language supercollider-server sonic-pi)
+PACKAGES=(jackd2 supercollider-language supercollider-server sonic-pi iproute2)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -62,7 +62,7 @@ def _export(module, args, names_in, names_out) -> bytes:
 
 
 def _session(model_bytes: bytes, threads: int):
-    import onnxruntime as ort
+    from groove_live.ort import ort  # onnxruntime, telemetry off
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3

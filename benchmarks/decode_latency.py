@@ -203,7 +203,7 @@ def main(model_path, run_dir, preset, head, variants, runs, torch_runs, cold_run
     torch_p50 = rows["torch eager"]["p50_ms"]
     print(f"# Decode latency, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
     print(f"    {' '.join([Path(sys.executable).name, *sys.argv])}\n")
-    import onnxruntime
+    from groove_live.ort import ort as onnxruntime  # telemetry off
     # The load average counts this benchmark too (one busy thread: ~1 by the end), so it cannot
     # say whether others took the CPU; wall time well above this thread's CPU time can.
     waited = any(r["p50_ms"] > 1.05 * r["cpu_p50_ms"] for r in rows.values())

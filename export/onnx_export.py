@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 import onnx
-import onnxruntime
 import torch
 
+from groove_live import atomic_io
 from groove_live.engine import (ENCODER_KEY, EXPORT_KEY, ROLE_KEY, VARIANT_KEY, Engine,
                                 EngineError, encoder_path_for)
+from groove_live.ort import ort as onnxruntime  # telemetry off before import (see ort.py)
 from groove_live.spec import METADATA_KEY, ModelSpec
 
 from ..train.run import RunError, load_model, load_run_config, weights_path
@@ -54,14 +55,9 @@ def _load(run_dir: Path, which: str):
         _, cfg, _, spec, _ = load_run_config(run_dir)
         source = weights_path(run_dir, which)
         model, cfg, spec = load_model(run_dir, which)
-    except RunError as e:
+    except RunError as e:  # load_model reads weights only as plain data, and turns a torn,
+        # foreign or code-carrying file, or weights that do not fit config.json, into one line
         raise ExportError(str(e)) from None
-    except RuntimeError as e:  # load_state_dict: weights of another shape than config.json's
-        raise ExportError(f"{run_dir}: the weights do not fit config.json "
-                          f"({str(e).splitlines()[0]})") from None
-    except Exception as e:  # torch.load of a torn or foreign file raises many types
-        raise ExportError(f"{run_dir}: cannot read the weights ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
     mismatches = [f"{name} {a} vs {b}" for name, a, b in (
         ("z_size", spec.z_size, cfg.z_size), ("steps", spec.steps, cfg.steps),
         ("drums", spec.n_drums, cfg.n_drums),
@@ -91,6 +87,18 @@ def _describe(model: onnx.ModelProto, spec: ModelSpec, role: str, extra: dict[st
     onnx.helper.set_model_props(model, {METADATA_KEY: spec.to_json(), ROLE_KEY: role, **extra})
     model.doc_string = (f"groove-live {spec.model_name} {role} ({spec.preset}, run "
                         f"{spec.run_id}); the spec JSON is under metadata '{METADATA_KEY}'")
+
+
+def _cannot_write(path: Path, e: OSError) -> ExportError:
+    return ExportError(f"{path}: cannot write ({e.strerror or type(e).__name__})")
+
+
+def _save(model: onnx.ModelProto, staged: Path, final: Path) -> None:
+    """Write a graph into the staging folder; a failure (a full disk) names the file it was for."""
+    try:
+        onnx.save(model, staged)
+    except OSError as e:
+        raise _cannot_write(final, e) from None
 
 
 def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
@@ -124,12 +132,16 @@ def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
     _describe(encoder, spec, "encoder", {EXPORT_KEY: json.dumps(info, sort_keys=True)})
     log(f"[3/{stages}] encoder graph: {len(encoder.graph.node)} nodes")
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_path.parent))
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # Staged beside the targets: the final renames stay on one filesystem, so atomic.
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_path.parent))
+    except OSError as e:
+        raise _cannot_write(out_path, e) from None
     try:
         staged = staging / out_path.name
-        onnx.save(decoder, staged)
-        onnx.save(encoder, staging / encoder_path.name)
+        _save(decoder, staged, out_path)
+        _save(encoder, staging / encoder_path.name, encoder_path)
         try:
             reference = Engine.load(staged)
             checks = verify_against_torch(reference, model)
@@ -150,7 +162,7 @@ def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
             _describe(quantized, spec, "decoder", {**decoder_meta, VARIANT_KEY: variant})
             reference_path = staging / ("fp32-" + out_path.name)
             os.replace(staged, reference_path)
-            onnx.save(quantized, staged)
+            _save(quantized, staged, out_path)
             reference = Engine.load(reference_path)
             try:
                 candidate = Engine.load(staged)
@@ -175,8 +187,11 @@ def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
                 + ("" if speedup > 1.0 else "; NOT faster here: prefer fp32"))
             reference_path.unlink()
 
-        os.replace(staged, out_path)
-        os.replace(staging / encoder_path.name, encoder_path)
+        for staged_file, final in ((staged, out_path), (staging / encoder_path.name, encoder_path)):
+            try:
+                atomic_io.replace(staged_file, final)  # fsync, rename, fsync the folder
+            except OSError as e:
+                raise _cannot_write(final, e) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     size_mb = (out_path.stat().st_size + encoder_path.stat().st_size) / 1e6

@@ -3,17 +3,20 @@
 Never imports torch. A model is `NAME.onnx` (the decoder, which names its encoder file in its
 metadata, normally `NAME.encoder.onnx` beside it). Both carry the ModelSpec JSON under
 `groove_live.spec.METADATA_KEY`; a file without it, or with a schema this runtime does not
-know, is refused with one clear line (EngineError).
+know, is refused with one clear line (EngineError). Model files may come from anyone, so every
+metadata entry is checked before use: the spec field by field, the encoder name as a plain
+file name beside the decoder, the role and variant as known words.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from .latent import random_latents, slerp_path
+from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
 from .spec import METADATA_KEY, ModelSpec, SpecError
 
@@ -24,6 +27,11 @@ ENCODER_KEY = "groove_live.encoder"  # the decoder's encoder file name, relative
 VARIANT_KEY = "groove_live.variant"  # "fp32" / "int8"
 EXPORT_KEY = "groove_live.export"  # JSON: how and from what the file was exported
 ENCODER_SUFFIX = ".encoder.onnx"
+ROLES = ("decoder", "encoder")
+# Metadata is untrusted: the encoder name must be a file beside the decoder, never a path, and
+# the variant is a short word (it is printed and compared, never used as a path).
+MAX_FILE_NAME_CHARS = 255
+VARIANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # Uniform noise is kept inside (0, 1): logit(0) would be -inf and 0 * -inf (temperature 0) NaN.
@@ -39,6 +47,31 @@ def encoder_path_for(decoder_path: str | Path) -> Path:
     p = Path(decoder_path)
     stem = p.name[:-len(".onnx")] if p.name.endswith(".onnx") else p.name
     return p.with_name(stem + ENCODER_SUFFIX)
+
+
+def _show(value: object) -> str:
+    # repr() keeps a hostile value on one line; long ones are cut.
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _encoder_name_ok(name: str) -> bool:
+    """A plain file name ending in .onnx: no folder part, not hidden (so never "." or ".."),
+    nothing unprintable."""
+    return (0 < len(name) <= MAX_FILE_NAME_CHARS and name.endswith(".onnx")
+            and not name.startswith(".") and "/" not in name and "\\" not in name
+            and name.isprintable())
+
+
+def _encoder_candidate(path: Path, meta: dict[str, str]) -> Path:
+    """The encoder file a decoder names (or the default name), refused unless it is beside it."""
+    name = meta.get(ENCODER_KEY)
+    if not name:
+        return encoder_path_for(path)
+    if not _encoder_name_ok(name):
+        raise EngineError(f"{path}: its metadata names the encoder {_show(name)}, not a plain "
+                          f".onnx file name beside it")
+    return path.with_name(name)
 
 
 def _first_line(e: Exception) -> str:
@@ -91,10 +124,17 @@ def _read_spec(session: ort.InferenceSession, path: Path, role: str) -> tuple[Mo
     except SpecError as e:
         raise EngineError(f"{path}: {e}") from None
     found = meta.get(ROLE_KEY, "")
+    if found not in ROLES:
+        raise EngineError(f"{path}: has the unknown groove-live role {_show(found)}, not "
+                          f"{role}")
     if found != role:
-        raise EngineError(f"{path}: is a groove-live {found or 'unknown'} file, not a {role}"
+        raise EngineError(f"{path}: is a groove-live {found} file, not a {role}"
                           + (f"; load {path.name.replace(ENCODER_SUFFIX, '.onnx')} instead"
                              if found == "encoder" else ""))
+    variant = meta.get(VARIANT_KEY)
+    if variant is not None and VARIANT_PATTERN.fullmatch(variant) is None:
+        raise EngineError(f"{path}: its metadata names the variant {_show(variant)}, not a "
+                          f"short word")
     return spec, meta
 
 
@@ -157,8 +197,7 @@ class Engine:
         _confirm_providers(decoder, names, path)
 
         encoder, encoder_path = None, None
-        candidate = path.with_name(meta[ENCODER_KEY]) if meta.get(ENCODER_KEY) else \
-            encoder_path_for(path)
+        candidate = _encoder_candidate(path, meta)
         if candidate.is_file():
             encoder = _session(candidate, names, intra_op_threads)
             encoder_spec, _ = _read_spec(encoder, candidate, "encoder")
@@ -187,11 +226,17 @@ class Engine:
         return self.metadata.get(VARIANT_KEY, "fp32")
 
     @property
-    def export_info(self) -> dict:
+    def export_info(self) -> dict[str, str]:
+        """How the file was exported, for display only: a malformed entry reads as none, and
+        each value as one printable line."""
         try:
-            return json.loads(self.metadata.get(EXPORT_KEY, "{}"))
-        except json.JSONDecodeError:
+            info = json.loads(self.metadata.get(EXPORT_KEY, "{}"))
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, huge ints
             return {}
+        if not isinstance(info, dict):
+            return {}
+        return {str(k): "".join(c for c in str(v) if c.isprintable())[:200]
+                for k, v in info.items()}
 
     # --- decoding ---------------------------------------------------------------------------
     def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Patterns:

@@ -5,6 +5,7 @@ import importlib.util
 from datetime import datetime
 from pathlib import Path
 
+from .atomic_io import atomic_path
 from .engine import Engine
 from .midi_io import DEFAULT_BPM, read_pattern, write_pattern
 from .pattern import Patterns
@@ -18,6 +19,19 @@ def output_name(model_name: str, mode: str, index: int, total: int, now: datetim
     """Magenta music_vae_generate's naming, 1-based:
     groovae_sample_20240101_120000-001-of-008.mid"""
     return f"{model_name}_{mode}_{now:%Y%m%d_%H%M%S}-{index:03d}-of-{total:03d}.mid"
+
+
+def output_path(out_dir: Path, name: str) -> Path:
+    """out_dir / name, refused unless name is one plain component (no folder, not "..").
+
+    The spec check already keeps model_name plain; this is the second lock, at the point of
+    use, so a name built from a model file never writes outside out_dir.
+    """
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name \
+            or not name.isprintable():
+        raise OfflineError(f"{out_dir}: refusing to write {name!r}, which is not a plain file "
+                           f"name inside that folder")
+    return out_dir / name
 
 
 def _check_png() -> None:
@@ -40,20 +54,29 @@ def write_patterns(patterns: Patterns, engine: Engine, out_dir: str | Path, mode
     spec = engine.spec
     paths = []
     for i in range(len(patterns)):
-        path = out_dir / output_name(spec.model_name, mode, i + 1, len(patterns), now)
+        path = output_path(out_dir, output_name(spec.model_name, mode, i + 1, len(patterns),
+                                                now))
         try:
-            write_pattern(path, patterns[i], spec, bpm=bpm, name=path.stem)
-            if png:
-                from .plot import PlotUnavailable, piano_roll_png  # matplotlib only when drawing
-                try:
-                    piano_roll_png(patterns[i], spec, path.with_suffix(".png"),
-                                   title=f"{path.stem}{'  ' + title if title else ''}")
-                except PlotUnavailable as e:
-                    raise OfflineError(str(e)) from None
+            with atomic_path(path) as tmp:
+                write_pattern(tmp, patterns[i], spec, bpm=bpm, name=path.stem)
         except OSError as e:
-            raise OfflineError(f"{path}: cannot write ({e.strerror})") from None
+            raise OfflineError(_cannot_write(path, e)) from None
+        if png:
+            from .plot import PlotUnavailable, piano_roll_png  # matplotlib only when drawing
+            png_path = path.with_suffix(".png")
+            try:
+                piano_roll_png(patterns[i], spec, png_path,
+                               title=f"{path.stem}{'  ' + title if title else ''}")
+            except PlotUnavailable as e:
+                raise OfflineError(str(e)) from None
+            except OSError as e:
+                raise OfflineError(_cannot_write(png_path, e)) from None
         paths.append(path)
     return paths
+
+
+def _cannot_write(path: Path, e: OSError) -> str:
+    return f"{path}: cannot write ({e.strerror or type(e).__name__})"
 
 
 def sample_files(engine: Engine, n: int, out_dir: str | Path, temperature: float = 0.5,
@@ -67,12 +90,16 @@ def sample_files(engine: Engine, n: int, out_dir: str | Path, temperature: float
 
 def interpolate_files(engine: Engine, start: str | Path, end: str | Path, steps: int,
                       out_dir: str | Path, temperature: float = 0.5, bpm: float | None = None,
-                      seed: int | None = None, png: bool = False,
+                      seed: int | None = None, png: bool = False, bar: int | None = None,
                       now: datetime | None = None) -> list[Path]:
-    """`groove-live interpolate`: the first window of two MIDI files and `steps` patterns
-    between them (the ends are reconstructions). bpm None: the start file's tempo."""
-    a, start_bpm = read_pattern(start, engine.spec)
-    b, _ = read_pattern(end, engine.spec)
+    """`groove-live interpolate`: a window of each of two MIDI files and `steps` patterns
+    between them (the ends are reconstructions). bar: the 0-based bar of each file where its
+    window starts (None: read_pattern's default). bpm None: the start file's tempo."""
+    if bar is not None and bar < 0:
+        raise OfflineError(f"bar must be 0 or more, got {bar}")
+    where = {} if bar is None else {"bar": bar}  # None: read_pattern's own default
+    a, start_bpm = read_pattern(start, engine.spec, **where)
+    b, _ = read_pattern(end, engine.spec, **where)
     patterns = engine.interpolate(a, b, steps, temperature=temperature, seed=seed)
     return write_patterns(patterns, engine, out_dir, "interpolate", bpm or start_bpm, png,
                           title=f"T={temperature:g}", now=now)

@@ -3,23 +3,26 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 import click
 
 MODEL_HELP = "ONNX model (NAME.onnx with NAME.encoder.onnx beside it); default: the bundled one."
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
+    """The offline commands' one convention for what the user can fix: one line, exit 2."""
     click.echo(f"groove-live: {message}", err=True)
     sys.exit(2)
 
 
 def _engine(model):
     from .engine import Engine, EngineError
+    from .spec import SpecError
 
     try:
         return Engine.load(model)
-    except EngineError as e:
+    except (EngineError, SpecError) as e:
         _fail(str(e))
 
 
@@ -28,10 +31,11 @@ def _run(fn, *args, **kwargs):
     from .engine import EngineError
     from .midi_io import MidiReadError
     from .offline import OfflineError
+    from .spec import SpecError
 
     try:
         return fn(*args, **kwargs)
-    except (EngineError, MidiReadError, OfflineError) as e:
+    except (EngineError, MidiReadError, OfflineError, SpecError) as e:
         _fail(str(e))
 
 
@@ -65,15 +69,19 @@ def sample(n, temperature, bpm, out_dir, seed, model, png):
 @click.option("--bpm", type=click.FloatRange(1.0, 1000.0), help="Default: START's tempo.")
 @click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, help="Fixes the sampling noise (shared by all steps).")
+@click.option("--bar", type=click.IntRange(min=0),
+              help="Bar of each file where its window starts, counting from 0 (default: "
+                   "the first bar with a drum note).")
 @click.option("--model", type=click.Path(dir_okay=False), help=MODEL_HELP)
 @click.option("--png", is_flag=True, help="Also write a piano-roll PNG per file (matplotlib).")
-def interpolate(start, end, steps, temperature, bpm, out_dir, seed, model, png):
-    """Morph from one drum MIDI file to another (first 4 bars of each) through the latent space."""
+def interpolate(start, end, steps, temperature, bpm, out_dir, seed, bar, model, png):
+    """Morph from one drum MIDI file to another (a window of the model's length from each)
+    through the latent space."""
     from .offline import interpolate_files
 
     engine = _engine(model)
     for path in _run(interpolate_files, engine, start, end, steps, out_dir,
-                     temperature=temperature, bpm=bpm, seed=seed, png=png):
+                     temperature=temperature, bpm=bpm, seed=seed, png=png, bar=bar):
         click.echo(str(path))
 
 

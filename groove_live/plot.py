@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic_io import atomic_path
 from .pattern import Patterns
 from .spec import ModelSpec
 
@@ -110,7 +111,8 @@ def _write(items: Sequence[tuple[str, Patterns]], spec: ModelSpec, path: str | P
         _draw(ax, pattern, spec, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    with atomic_path(path) as tmp:  # a full disk leaves no torn PNG behind
+        figure.savefig(tmp, format="png")
     return path
 
 

@@ -7,11 +7,54 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 
 SCHEMA_VERSION = 1
 # Key under which the spec JSON is stored in ONNX `metadata_props` and in run folders.
 METADATA_KEY = "groove_live.spec"
+
+# A spec comes from a model file, which may come from anyone: every field is checked before
+# use, and these bounds are far above any real model yet small enough that a hostile file
+# cannot make the runtime allocate gigabytes or write where it should not.
+MAX_STEPS_PER_BAR = 96
+MAX_BARS = 64
+MAX_BEATS_PER_BAR = 32
+MAX_Z_SIZE = 4096
+MAX_DRUMS = 128  # one per MIDI pitch
+MAX_TEXT_CHARS = 256  # preset, run id, training data, tensor names
+MAX_SPEC_JSON_CHARS = 1 << 20
+# model_name becomes part of output file names: a plain name, never a path ("..", "/", "C:").
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Drum names are OSC arguments and labels: short words.
+DRUM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+VELOCITY_ENCODINGS = ("unit",)
+OFFSET_ENCODINGS = ("step_fraction",)
+CONTINUOUS_HEADS = ("mean", "gaussian")
+# How many tensors each graph has, in the order the engine feeds and reads them.
+TENSOR_COUNTS = {"decoder_inputs": 4, "decoder_outputs": 3, "encoder_inputs": 1,
+                 "encoder_outputs": 2}
+
+
+def is_plain_name(name: object) -> bool:
+    """A file name with no folder part, not hidden, not "." or ".." (the pattern's first
+    character cannot be a dot), of at most 64 characters."""
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+
+
+def _show(value: object) -> str:
+    # repr() escapes newlines and control characters, so a hostile value stays on one line.
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1 here
+
+
+def _is_text(value: object, max_chars: int = MAX_TEXT_CHARS) -> bool:
+    return (isinstance(value, str) and len(value) <= max_chars
+            and all(c.isprintable() for c in value))
 
 
 @dataclass(frozen=True)
@@ -117,54 +160,139 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
+        """A spec from untrusted JSON data: types are checked, never coerced ("16" is refused)."""
         if not isinstance(d, dict):
             raise SpecError("model spec is not a JSON object")
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION or not _is_int(version):
             raise SpecError(
-                f"model spec schema {version!r} is not supported (this groove-live reads "
+                f"model spec schema {_show(version)} is not supported (this groove-live reads "
                 f"schema {SCHEMA_VERSION})"
             )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         kwargs = {k: v for k, v in d.items() if k in known}
-        try:
-            kwargs["drums"] = tuple(
-                DrumClass(str(x["name"]), int(x["out_pitch"]), tuple(int(p) for p in x["in_pitches"]))
-                for x in d["drums"]
-            )
-            for name in ("decoder_inputs", "decoder_outputs", "encoder_inputs", "encoder_outputs"):
-                if name in kwargs:
-                    kwargs[name] = tuple(str(x) for x in kwargs[name])
-            spec = cls(**kwargs)
-        except (KeyError, TypeError, ValueError) as e:
-            raise SpecError(f"model spec is malformed: {e}") from None
-        if unknown:
-            # Forward-compatible within a schema version: keep what we don't know.
-            spec = dataclasses.replace(spec, extra={**spec.extra, **{k: d[k] for k in unknown}})
+        if "drums" not in d:
+            raise SpecError("model spec is malformed: no 'drums'")
+        kwargs["drums"] = _drums_from(d["drums"])
+        for name in TENSOR_COUNTS:
+            if name in kwargs:
+                if not isinstance(kwargs[name], list):
+                    raise SpecError(f"model spec {name} is {_show(kwargs[name])}, not a list")
+                kwargs[name] = tuple(kwargs[name])
+        extra = kwargs.get("extra", {})
+        if not isinstance(extra, dict):
+            raise SpecError(f"model spec extra is {_show(extra)}, not an object")
+        # Forward-compatible within a schema version: keep what we don't know.
+        kwargs["extra"] = {**extra, **{k: d[k] for k in unknown}}
+        spec = cls(**kwargs)
         spec.validate()
         return spec
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
+        if not isinstance(text, str):
+            raise SpecError("model spec is not text")
+        if len(text) > MAX_SPEC_JSON_CHARS:
+            raise SpecError(f"model spec is {len(text)} characters long (at most "
+                            f"{MAX_SPEC_JSON_CHARS})")
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"model spec is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, huge ints
+            raise SpecError(f"model spec is not valid JSON: {_first_line(e)}") from None
         return cls.from_dict(d)
 
     def validate(self) -> None:
-        if self.steps_per_bar <= 0 or self.bars <= 0 or self.z_size <= 0:
-            raise SpecError("model spec has non-positive sizes")
+        """Refuse, with one line naming the field, anything the runtime could not use safely."""
+        if self.schema_version != SCHEMA_VERSION or not _is_int(self.schema_version):
+            raise SpecError(f"model spec schema {_show(self.schema_version)} is not supported")
+        for name, most in (("steps_per_bar", MAX_STEPS_PER_BAR), ("bars", MAX_BARS),
+                           ("beats_per_bar", MAX_BEATS_PER_BAR), ("z_size", MAX_Z_SIZE)):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise SpecError(f"model spec {name} is {_show(value)}, not an integer")
+            if not 1 <= value <= most:
+                raise SpecError(f"model spec {name} is {value}, outside 1..{most}")
         if self.steps_per_bar % self.beats_per_bar:
-            raise SpecError("steps_per_bar must be a multiple of beats_per_bar")
-        if not self.drums:
-            raise SpecError("model spec has no drum classes")
-        if self.continuous_head not in ("mean", "gaussian"):
-            raise SpecError(f"unknown continuous_head {self.continuous_head!r}")
-        for pitch in self.out_pitches:
-            if not 0 <= pitch <= 127:
-                raise SpecError(f"drum pitch {pitch} outside MIDI range")
+            raise SpecError(f"model spec steps_per_bar ({self.steps_per_bar}) must be a "
+                            f"multiple of beats_per_bar ({self.beats_per_bar})")
+        self._validate_drums()
+        for name, values in (("continuous_head", CONTINUOUS_HEADS),
+                             ("velocity_encoding", VELOCITY_ENCODINGS),
+                             ("offset_encoding", OFFSET_ENCODINGS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in values:
+                raise SpecError(f"model spec {name} {_show(value)} is unknown; known: "
+                                f"{', '.join(values)}")
+        for graph in ("decoder", "encoder"):
+            seen: set[str] = set()
+            for name in (f"{graph}_inputs", f"{graph}_outputs"):
+                names = getattr(self, name)
+                if not isinstance(names, tuple) or len(names) != TENSOR_COUNTS[name]:
+                    raise SpecError(f"model spec {name} is {_show(names)}, not "
+                                    f"{TENSOR_COUNTS[name]} tensor names")
+                for tensor in names:
+                    if not _is_text(tensor) or not tensor:
+                        raise SpecError(f"model spec {name} has a bad tensor name "
+                                        f"{_show(tensor)}")
+                    if tensor in seen:
+                        raise SpecError(f"model spec names the {graph} tensor {tensor!r} twice")
+                    seen.add(tensor)
+        if not is_plain_name(self.model_name):
+            raise SpecError(f"model spec model_name {_show(self.model_name)} is not a plain name "
+                            f"(letters, digits, '.', '_', '-'; at most 64; not starting with '.')")
+        for name in ("preset", "training_data", "run_id"):
+            if not _is_text(getattr(self, name)):
+                raise SpecError(f"model spec {name} is {_show(getattr(self, name))}, not a line "
+                                f"of at most {MAX_TEXT_CHARS} printable characters")
+        if not isinstance(self.extra, dict):
+            raise SpecError(f"model spec extra is {_show(self.extra)}, not an object")
+
+    def _validate_drums(self) -> None:
+        if not isinstance(self.drums, tuple) or not 1 <= len(self.drums) <= MAX_DRUMS:
+            raise SpecError(f"model spec needs 1..{MAX_DRUMS} drum classes")
+        names: set[str] = set()
+        for drum in self.drums:
+            if not isinstance(drum, DrumClass):
+                raise SpecError(f"model spec drum {_show(drum)} is not a drum class")
+            if not isinstance(drum.name, str) or DRUM_NAME.fullmatch(drum.name) is None:
+                raise SpecError(f"model spec drum name {_show(drum.name)} is not a plain word "
+                                f"(letters, digits, '.', '_', '-'; at most 32)")
+            if drum.name in names:
+                raise SpecError(f"model spec names the drum {drum.name!r} twice")
+            names.add(drum.name)
+            pitches = drum.in_pitches if isinstance(drum.in_pitches, tuple) else None
+            if pitches is None or len(pitches) > 128:
+                raise SpecError(f"model spec drum {drum.name!r} in_pitches is "
+                                f"{_show(drum.in_pitches)}, not a list of MIDI pitches")
+            for pitch in (drum.out_pitch, *pitches):
+                if not _is_int(pitch) or not 0 <= pitch <= 127:
+                    raise SpecError(f"model spec drum {drum.name!r} has pitch {_show(pitch)}, "
+                                    f"not a MIDI pitch 0..127")
+
+
+def _drums_from(items: object) -> tuple[DrumClass, ...]:
+    """Drum classes from JSON, types left as found for validate() to judge."""
+    if not isinstance(items, list):
+        raise SpecError(f"model spec drums is {_show(items)}, not a list")
+    if len(items) > MAX_DRUMS:
+        raise SpecError(f"model spec has {len(items)} drum classes (at most {MAX_DRUMS})")
+    drums = []
+    for item in items:
+        if not isinstance(item, dict) or not {"name", "out_pitch", "in_pitches"} <= set(item):
+            raise SpecError(f"model spec drum {_show(item)} is not an object with name, "
+                            f"out_pitch and in_pitches")
+        in_pitches = item["in_pitches"]
+        if not isinstance(in_pitches, list):
+            raise SpecError(f"model spec drum {_show(item['name'])} in_pitches is "
+                            f"{_show(in_pitches)}, not a list")
+        drums.append(DrumClass(item["name"], item["out_pitch"], tuple(in_pitches)))
+    return tuple(drums)
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 DEFAULT_SPEC = ModelSpec()

@@ -14,6 +14,10 @@ import pytest
 # are tiny, and with any other load on the machine 2 spinning OpenMP threads made a 7 s
 # training test take 230 s.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests that import onnxruntime directly (before groove_live.ort could) must not phone home
+# either; see docs/network.md. tests/live/test_no_network.py removes it again where it checks
+# that groove-live sets it by itself.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOY_MODEL = FIXTURES / "toy_model.onnx"  # rebuilt by tests/fixtures/make_toy_model.py

@@ -24,8 +24,12 @@ def _invoke(*args):
 
 @pytest.fixture
 def fails(one_line_failure):
-    """fails(result) -> the one line a groove-live command failed with."""
-    return lambda result: one_line_failure(result, "groove-live")
+    """fails(result) -> the one line a groove-live command failed with (offline: exit 2)."""
+    def check(result) -> str:
+        line = one_line_failure(result, "groove-live")
+        assert result.exit_code == 2, result.exit_code
+        return line
+    return check
 
 
 def test_sample_writes_playable_drum_midi(toy_model_path, tmp_path):
@@ -139,3 +143,99 @@ def test_runtime_never_imports_torch(toy_model_path, tmp_path, run_torch_free):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("torch-free")
     assert len(list(tmp_path.glob("*.mid"))) == 2
+
+
+# --- atomic output files -----------------------------------------------------------------------
+def _full_disk_on_call(n: int, real):
+    """A writer(obj, path, ...) that, on its n-th call, writes a few bytes and fails as a full
+    disk does; other calls write for real."""
+    import errno
+    import os
+
+    calls = []
+
+    def write(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == n:
+            with open(path, "wb") as f:
+                f.write(b"\0" * 64)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(obj, path, *args, **kwargs)
+    return write
+
+
+def test_full_disk_leaves_no_partial_midi_and_names_the_file(toy_model_path, tmp_path,
+                                                             monkeypatch, fails):
+    monkeypatch.setattr(mido.MidiFile, "save", _full_disk_on_call(2, mido.MidiFile.save))
+    line = fails(_invoke("sample", "-n", 3, "--seed", 0, "--model", toy_model_path,
+                         "--out", tmp_path))
+    files = sorted(p.name for p in tmp_path.iterdir())  # hidden temp files included
+    assert len(files) == 1 and files[0].endswith("-001-of-003.mid")
+    assert mido.MidiFile(tmp_path / files[0]).length > 0  # the one before is whole
+    second = files[0].replace("-001-", "-002-")
+    assert line == f"groove-live: {tmp_path / second}: cannot write (No space left on device)"
+
+
+def test_a_failing_png_is_reported_under_its_own_name(toy_model_path, tmp_path, monkeypatch,
+                                                      fails):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", _full_disk_on_call(1, Figure.savefig))
+    line = fails(_invoke("sample", "-n", 2, "--png", "--seed", 0, "--model", toy_model_path,
+                         "--out", tmp_path))
+    [midi] = tmp_path.iterdir()  # no PNG, no temp file: only the whole MIDI file before it
+    assert midi.suffix == ".mid" and mido.MidiFile(midi).length > 0
+    assert line == (f"groove-live: {midi.with_suffix('.png')}: cannot write "
+                    f"(No space left on device)")
+
+
+def test_output_names_never_leave_the_folder(toy_model_path, tmp_path):
+    from groove_live.engine import Engine
+    from groove_live.offline import OfflineError, output_path, sample_files
+
+    for name in ("../x.mid", "/abs.mid", "a/b.mid", "..", ".", "", "a\\b.mid", "a\0.mid"):
+        with pytest.raises(OfflineError, match="not a plain file name"):
+            output_path(tmp_path, name)
+    assert output_path(tmp_path, "groovae_x.mid") == tmp_path / "groovae_x.mid"
+
+    # A spec that skipped validation (built in code) is still stopped where files are named.
+    engine = Engine.load(toy_model_path)
+    engine.spec = engine.spec.replace(model_name="../../escaped")
+    out_dir = tmp_path / "a" / "b"
+    with pytest.raises(OfflineError, match="not a plain file name"):
+        sample_files(engine, 1, out_dir, seed=0)
+    assert not list(tmp_path.rglob("*.mid"))
+
+
+# --- interpolate --bar -------------------------------------------------------------------------
+def test_interpolate_bar_picks_the_window_of_each_file(toy_model_path, tmp_path, monkeypatch):
+    from groove_live.engine import Engine
+    from groove_live.midi_io import read_pattern
+
+    seen = []
+    real = Engine.interpolate
+
+    def spy(self, a, b, *args, **kwargs):
+        seen.append((a, b))
+        return real(self, a, b, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "interpolate", spy)
+    for bar in (0, 2):
+        result = _invoke("interpolate", A_MID, B_MID, "--steps", 2, "--bar", bar, "--seed", 0,
+                         "--model", toy_model_path, "--out", tmp_path / str(bar))
+        assert result.exit_code == 0, result.output
+    spec = Engine.load(toy_model_path).spec
+    for (a, b), bar in zip(seen, (0, 2)):
+        np.testing.assert_array_equal(a.to_flat(), read_pattern(A_MID, spec, bar=bar)[0].to_flat())
+        np.testing.assert_array_equal(b.to_flat(), read_pattern(B_MID, spec, bar=bar)[0].to_flat())
+    assert not np.array_equal(seen[0][0].to_flat(), seen[1][0].to_flat())
+
+
+def test_interpolate_bar_out_of_range_is_one_line(toy_model_path, tmp_path, fails):
+    line = fails(_invoke("interpolate", A_MID, B_MID, "--bar", 100000, "--model", toy_model_path,
+                         "--out", tmp_path))
+    assert str(A_MID) in line and not list(tmp_path.iterdir())
+    result = _invoke("interpolate", A_MID, B_MID, "--bar", -1, "--model", toy_model_path,
+                     "--out", tmp_path)
+    assert result.exit_code == 2 and "--bar" in result.stderr

@@ -75,3 +75,29 @@ def test_importing_plot_does_not_import_matplotlib():
     code = "import sys, groove_live.plot; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from matplotlib.figure import Figure
+
+    def full_disk(self, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(PNG_MAGIC)  # the start of a PNG, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    with pytest.raises(OSError) as e:
+        plot.piano_roll_png(_groove(), DEFAULT_SPEC, tmp_path / "roll.png")
+    assert e.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # neither roll.png nor a temp file
+
+
+def test_a_rewrite_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "roll.png"
+    path.write_bytes(b"an old, longer file " * 10_000)
+    plot.piano_roll_png(_groove(), DEFAULT_SPEC, path)
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert [p.name for p in tmp_path.iterdir()] == ["roll.png"]
