@@ -1,12 +1,14 @@
-"""MIDI <-> grid: a known GMD file against an independent pretty_midi reading, and round trips."""
+"""MIDI <-> grid: a known GMD file against an independent reading, round trips, and hostile
+files (bad timing values, huge delta times, SMPTE, silent intros, size limits), known answers."""
 from pathlib import Path
 
 import mido
 import numpy as np
 import pytest
 
-from groove_live.midi_io import (MidiReadError, pattern_to_midi, read_pattern, read_performance,
-                                 windows, write_pattern)
+from groove_live import midi_io
+from groove_live.midi_io import (MidiReadError, ReadLimits, pattern_to_midi, read_pattern,
+                                 read_performance, windows, write_pattern)
 from groove_live.pattern import Patterns
 from groove_live.spec import DEFAULT_SPEC as SPEC
 
@@ -130,3 +132,220 @@ def test_a_pattern_in_another_meter_is_refused_not_squeezed():
     assert read_performance(three_four, SPEC).time_signature == (3, 4)  # prepare --meter 3-4 reads it
     with pytest.raises(MidiReadError, match="in 3/4, but this model plays bars of 4 beats"):
         read_pattern(three_four, SPEC)
+
+
+def _drum_file(path, notes, ticks_per_beat=480, tempo=None, meter=None, extra_tracks=()):
+    """A type-1 file: `notes` are (tick, pitch, velocity); mido writes any header value given."""
+    track = mido.MidiTrack()
+    if tempo is not None:
+        track.append(mido.MetaMessage("set_tempo", tempo=tempo))
+    if meter is not None:
+        track.append(mido.MetaMessage("time_signature", numerator=meter[0], denominator=meter[1]))
+    now = 0
+    for tick, pitch, velocity in notes:
+        track.append(mido.Message("note_on", channel=9, note=pitch, velocity=velocity,
+                                  time=tick - now))
+        now = tick
+    midi = mido.MidiFile(ticks_per_beat=ticks_per_beat)
+    midi.tracks.append(track)
+    midi.tracks.extend(extra_tracks)
+    midi.save(path)
+    return path
+
+
+KICK, SNARE, HAT = 36, 38, 42
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ticks_per_beat=0), "0 ticks per beat"),
+    (dict(meter=(0, 4)), r"time signature 0/4 is not usable"),
+    (dict(tempo=0), "a tempo of 0 microseconds per beat"),
+])
+def test_impossible_timing_is_one_clear_error_not_a_zero_division(tmp_path, kwargs, message):
+    path = _drum_file(tmp_path / "x.mid", [(0, KICK, 100), (480, SNARE, 100)], **kwargs)
+    with pytest.raises(MidiReadError, match=message) as e:
+        read_pattern(path, SPEC)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+    assert e.value.reason == "bad timing"
+
+
+def test_a_huge_denominator_is_refused(tmp_path):
+    # mido writes denominator 2**20 as its exponent byte, 20; the file means n/1048576.
+    path = tmp_path / "x.mid"
+    _drum_file(path, [(0, KICK, 100)], meter=(4, 4))
+    data = bytearray(path.read_bytes())
+    at = data.index(bytes([0xFF, 0x58, 4, 4, 2]))
+    data[at + 4] = 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(MidiReadError, match=r"time signature 4/1048576 is not usable"):
+        read_performance(path, SPEC)
+
+
+def test_huge_delta_times_are_refused_before_any_grid_is_allocated(tmp_path, monkeypatch):
+    # ~100 bytes: one tick per beat, bars of 1/64, notes 2**28 - 1 ticks apart. Read naively
+    # this asks numpy for a (687 billion steps, 9) grid: 10 * (2**28 - 1) ticks * 256 steps/tick.
+    notes = [(i * 0x0FFFFFFF, KICK, 100) for i in range(1, 11)]
+    path = _drum_file(tmp_path / "x.mid", notes, ticks_per_beat=1, meter=(1, 64))
+    assert path.stat().st_size < 120
+    allocated = []
+    monkeypatch.setattr(midi_io.np, "zeros", lambda *a, **k: allocated.append(a))
+    with pytest.raises(MidiReadError, match="a drum note in bar 42,949,672,800, over the "
+                                            "2,000-bar limit") as e:
+        read_performance(path, SPEC)
+    assert e.value.reason == "too long" and allocated == []
+
+
+def test_bar_limit_is_an_argument(tmp_path):
+    path = _drum_file(tmp_path / "x.mid", [(0, KICK, 100), (3 * 1920, KICK, 100)])
+    assert read_performance(path, SPEC, ReadLimits(max_bars=4)).steps == 3 * 16 + 1
+    with pytest.raises(MidiReadError, match="a drum note in bar 3, over the 3-bar limit"):
+        read_performance(path, SPEC, ReadLimits(max_bars=3))
+
+
+def test_file_size_cap_is_checked_before_reading(tmp_path):
+    size = ROCK_120.stat().st_size
+    assert read_performance(ROCK_120, SPEC, ReadLimits(max_file_bytes=size)).n_notes == 182
+    with pytest.raises(MidiReadError, match=f"{size:,} bytes, over the {size - 1:,}-byte limit"):
+        read_performance(ROCK_120, SPEC, ReadLimits(max_file_bytes=size - 1))
+    # the default: 4 MiB. A 24 MB file is refused on its size alone.
+    big = tmp_path / "big.mid"
+    with open(big, "wb") as f:
+        f.truncate(24_000_000)  # sparse: costs no disk
+    with pytest.raises(MidiReadError, match="24,000,000 bytes, over the 4,194,304-byte limit") as e:
+        read_performance(big, SPEC)
+    assert e.value.reason == "too large"
+
+
+def test_a_device_that_never_ends_is_cut_at_the_cap():
+    with pytest.raises(MidiReadError, match="over the 1,000-byte limit"):
+        read_performance("/dev/zero", SPEC, ReadLimits(max_file_bytes=1000))
+
+
+def test_message_cap_stops_a_note_flood_while_parsing(tmp_path):
+    flood = _drum_file(tmp_path / "flood.mid", [(i * 240, KICK, 100) for i in range(5000)])
+    assert read_performance(flood, SPEC, ReadLimits(max_messages=5001)).n_notes == 5000
+    with pytest.raises(MidiReadError, match="more than 1,000 MIDI messages") as e:
+        read_performance(flood, SPEC, ReadLimits(max_messages=1000))
+    assert e.value.reason == "too many messages"
+    # The cap counts every track: two tracks of 600 break a cap of 1,000 too.
+    half = mido.MidiTrack(mido.Message("note_on", channel=9, note=HAT, velocity=50, time=1)
+                          for _ in range(600))
+    two = _drum_file(tmp_path / "two.mid", [(i, KICK, 90) for i in range(600)],
+                     extra_tracks=[half])
+    with pytest.raises(MidiReadError, match="more than 1,000 MIDI messages"):
+        read_performance(two, SPEC, ReadLimits(max_messages=1000))
+
+
+def test_leading_silence_is_skipped_unless_a_bar_is_asked_for(tmp_path):
+    bar = 1920  # ticks of a 4/4 bar at 480 per beat
+    groove = [(5 * bar + i * 240, (KICK, HAT, SNARE, HAT)[i % 4], 100) for i in range(40)]
+    path = _drum_file(tmp_path / "intro.mid", groove)  # bars 0-4 silent, notes in bars 5-9
+    pattern, bpm = read_pattern(path, SPEC)
+    assert bpm == 120.0
+    hits = pattern.hits[0]
+    assert hits[0].tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0]  # the kick opens the window
+    assert int(hits.sum()) == 32  # 4 bars of 8th notes
+    np.testing.assert_array_equal(read_pattern(path, SPEC, bar=5)[0].hits, pattern.hits)
+    moved, _ = read_pattern(path, SPEC, bar=3)  # as asked: two silent bars, then the groove
+    assert not moved.hits[0, :32].any()
+    np.testing.assert_array_equal(moved.hits[0, 32:], pattern.hits[0, :32])
+    with pytest.raises(MidiReadError, match=r"bars 0 to 3 have no drum note \(the first is in"):
+        read_pattern(path, SPEC, bar=0)
+    with pytest.raises(MidiReadError, match=r"no bar 10 \(its bars are 0 to 9\)"):
+        read_pattern(path, SPEC, bar=10)
+    with pytest.raises(MidiReadError, match="no bar -1"):
+        read_pattern(path, SPEC, bar=-1)
+
+
+def test_a_note_just_before_the_first_bar_line_belongs_to_that_bar(tmp_path):
+    # Played a little early: tick 1915 is step 16 (bar 1) pushed 5/120 of a step ahead.
+    path = _drum_file(tmp_path / "x.mid", [(1915, KICK, 100), (1920 + 480, SNARE, 100)])
+    pattern, _ = read_pattern(path, SPEC)
+    assert pattern.hits[0, 0, 0] == 1 and pattern.offsets[0, 0, 0] == pytest.approx(-5 / 120)
+    assert pattern.hits[0, 4, 1] == 1
+
+
+def test_notes_outside_the_drum_map_are_a_clear_error(tmp_path):
+    path = _drum_file(tmp_path / "piano.mid", [(0, 60, 100), (480, 64, 100), (960, 67, 100)])
+    perf = read_performance(path, SPEC)  # prepare counts it as "no drum notes"
+    assert (perf.n_notes, perf.n_unmapped, perf.steps) == (0, 3, 0)
+    with pytest.raises(MidiReadError, match="none of its 3 notes is on a drum pitch") as e:
+        read_pattern(path, SPEC)
+    assert e.value.reason == "no drum notes"
+    with pytest.raises(MidiReadError, match="no notes in this file"):
+        read_pattern(_drum_file(tmp_path / "empty.mid", []), SPEC)
+
+
+def _smpte(fps_code: int, ticks_per_frame: int) -> int:
+    """The header's division field for SMPTE timing, as the signed 16-bit value mido keeps."""
+    return -(fps_code << 8) + ticks_per_frame
+
+
+def test_smpte_timing_is_converted_through_the_tempo(tmp_path):
+    # 25 frames/s x 40 ticks/frame = 1000 ticks/s; at 120 bpm a beat is 500 ticks, a step 125.
+    notes = [(0, KICK, 100), (125, HAT, 90), (500 + 10, SNARE, 110), (2000, KICK, 80)]
+    smpte = _drum_file(tmp_path / "smpte.mid", notes, ticks_per_beat=_smpte(25, 40),
+                       tempo=mido.bpm2tempo(120))
+    perf = read_performance(smpte, SPEC)
+    assert perf.bpm == pytest.approx(120) and perf.steps == 17
+    assert sorted(zip(*np.nonzero(perf.hits))) == [(0, 0), (1, 2), (4, 1), (16, 0)]
+    assert perf.offsets[4, 1] == pytest.approx(10 / 125)
+    # the same notes with 500 ticks per beat read the same
+    ppq = _drum_file(tmp_path / "ppq.mid", notes, ticks_per_beat=500, tempo=mido.bpm2tempo(120))
+    same = read_performance(ppq, SPEC)
+    for a, b in ((perf.hits, same.hits), (perf.velocities, same.velocities),
+                 (perf.offsets, same.offsets)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # no tempo: 120 bpm, as for any file; 30 frames/s x 80 ticks at 90 bpm: 1600 ticks a beat
+    assert read_performance(_drum_file(tmp_path / "no_tempo.mid", notes,
+                                       ticks_per_beat=_smpte(25, 40)), SPEC).steps == 17
+    slow = _drum_file(tmp_path / "slow.mid", [(0, KICK, 100), (1600, KICK, 100)],
+                      ticks_per_beat=_smpte(30, 80), tempo=mido.bpm2tempo(90))
+    assert np.flatnonzero(read_performance(slow, SPEC).hits[:, 0]).tolist() == [0, 4]
+
+
+def test_smpte_with_tempo_changes_or_bad_rates_is_refused(tmp_path):
+    changes = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=400000, time=1000)])
+    path = _drum_file(tmp_path / "x.mid", [(0, KICK, 100)], ticks_per_beat=_smpte(25, 40),
+                      tempo=500000, extra_tracks=[changes])
+    with pytest.raises(MidiReadError, match="SMPTE .absolute. timing with tempo changes") as e:
+        read_performance(path, SPEC)
+    assert e.value.reason == "unsupported"
+    for division, rate in ((_smpte(23, 40), "23 frames/s"), (_smpte(25, 0), "0 ticks per frame")):
+        path = _drum_file(tmp_path / "y.mid", [(0, KICK, 100)], ticks_per_beat=division)
+        with pytest.raises(MidiReadError, match=rate):
+            read_performance(path, SPEC)
+
+
+def test_other_read_failures_name_the_file(tmp_path):
+    with pytest.raises(MidiReadError, match="a folder, not a MIDI file"):
+        read_performance(tmp_path, SPEC)
+    data = ROCK_120.read_bytes()
+    (tmp_path / "cut.mid").write_bytes(data[:len(data) // 2])
+    with pytest.raises(MidiReadError, match=r"cut.mid: not a readable MIDI file \(track 1 is "
+                                            r"cut off\)"):
+        read_performance(tmp_path / "cut.mid", SPEC)
+
+
+def test_every_fixture_file_reads_as_mido_reads_it():
+    # The reader is our own (for the limits); mido is the reference for what a file holds.
+    for path in sorted(GMD.rglob("*.mid")):
+        midi = mido.MidiFile(path)
+        perf = read_performance(path, SPEC)
+        ons = [m for t in midi.tracks for m in t if m.type == "note_on" and m.velocity > 0]
+        assert perf.n_notes + perf.n_unmapped == len(ons), path
+        tempo = next(m.tempo for t in midi.tracks for m in t if m.type == "set_tempo")
+        assert perf.bpm == mido.tempo2bpm(tempo)
+
+
+def test_cli_turns_each_bad_file_into_one_line_and_exit_2(tmp_path, toy_model_path,
+                                                           one_line_failure):
+    from click.testing import CliRunner
+
+    from groove_live.cli import main
+
+    bad = _drum_file(tmp_path / "zero.mid", [(0, KICK, 100)], ticks_per_beat=0)
+    result = CliRunner().invoke(main, ["interpolate", str(bad), str(ROCK_120), "--model",
+                                       str(toy_model_path), "--out", str(tmp_path)])
+    line = one_line_failure(result, "groove-live")
+    assert result.exit_code == 2 and str(bad) in line and "0 ticks per beat" in line

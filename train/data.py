@@ -123,8 +123,8 @@ def prepare(data_dir: str | Path, out_dir: str | Path, options: PrepareOptions =
             continue
         try:
             perf = read_performance(data_dir / name, spec)
-        except MidiReadError as e:
-            skipped["unreadable MIDI"].append(f"{name} ({str(e).split(': ', 1)[-1]})")
+        except MidiReadError as e:  # one bad file never stops the rest
+            skipped[f"unreadable MIDI: {e.reason}"].append(f"{name} ({str(e).split(': ', 1)[-1]})")
             continue
         if perf.n_notes == 0:
             skipped["no drum notes"].append(name)

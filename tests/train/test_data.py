@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 
@@ -62,7 +63,7 @@ def test_unreadable_and_empty_files_are_skipped_and_listed(tmp_path):
     shutil.copytree(GMD, data)
     (data / "drummer9/session1/18_rock_120_beat_4-4.mid").write_bytes(b"MThd\x00\x00")
     s = prepare(data, tmp_path / "ds", progress=False)
-    assert [f.split(" ")[0] for f in s.skipped["unreadable MIDI"]] == [
+    assert [f.split(" ")[0] for f in s.skipped["unreadable MIDI: corrupt"]] == [
         "drummer9/session1/18_rock_120_beat_4-4.mid"]
     assert s.files["train"] == 2
 
@@ -78,3 +79,64 @@ def test_missing_index_or_folder_is_one_clear_error(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "no info.csv" in r.stderr
+
+
+def _midi(path: Path, ticks_per_beat=480, meter=(4, 4), tempo=500000, notes=((0, 36),),
+          extra_tracks=()) -> None:
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo),
+                            mido.MetaMessage("time_signature", numerator=meter[0],
+                                             denominator=meter[1])])
+    now = 0
+    for tick, pitch in notes:
+        track.append(mido.Message("note_on", channel=9, note=pitch, velocity=100, time=tick - now))
+        now = tick
+    midi = mido.MidiFile(ticks_per_beat=ticks_per_beat)
+    midi.tracks.extend([track, *extra_tracks])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    midi.save(path)
+
+
+def test_hostile_files_are_skipped_and_counted_by_reason_never_aborting(tmp_path):
+    data = tmp_path / "gmd"
+    shutil.copytree(GMD, data)
+    bad = data / "bad"
+    _midi(bad / "zero_tpb.mid", ticks_per_beat=0)
+    _midi(bad / "zero_meter.mid", meter=(0, 4))
+    _midi(bad / "zero_tempo.mid", tempo=0)
+    _midi(bad / "huge_deltas.mid", ticks_per_beat=1, meter=(1, 64),
+          notes=[(i * 0x0FFFFFFF, 36) for i in range(1, 11)])
+    _midi(bad / "piano.mid", notes=[(0, 60), (480, 64)])
+    _midi(bad / "smpte_tempo_changes.mid", ticks_per_beat=-(25 << 8) + 40,
+          extra_tracks=[mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=400000, time=9)])])
+    (bad / "garbage.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\xff")
+    with open(bad / "huge.mid", "wb") as f:
+        f.truncate(24_000_000)  # sparse: 24 MB that cost no disk
+    names = sorted(p.name for p in bad.iterdir()) + ["missing.mid"]
+    with open(data / "info.csv", "a") as f:
+        for name in names:
+            f.write(f"d,s,i,rock,120,beat,4-4,bad/{name},x.wav,1.0,train\n")
+
+    s = prepare(data, tmp_path / "ds", progress=False)
+    clean = prepare(GMD, tmp_path / "clean", progress=False)
+    assert s.counts == clean.counts and s.files == clean.files  # the good files all made it
+    by_reason = {reason: sorted(f.split(" ")[0].removeprefix("bad/") for f in files)
+                 for reason, files in s.skipped.items() if "bad/" in files[0]}
+    assert by_reason == {
+        "unreadable MIDI: bad timing": ["zero_meter.mid", "zero_tempo.mid", "zero_tpb.mid"],
+        "unreadable MIDI: too long": ["huge_deltas.mid"],
+        "unreadable MIDI: too large": ["huge.mid"],
+        "unreadable MIDI: corrupt": ["garbage.mid"],
+        "unreadable MIDI: unsupported": ["smpte_tempo_changes.mid"],
+        "unreadable MIDI: missing": ["missing.mid"],
+        "no drum notes": ["piano.mid"]}
+    # each entry says why, and the summary prints the count per reason
+    assert any("0 ticks per beat" in f for f in s.skipped["unreadable MIDI: bad timing"])
+    text = s.format()
+    assert "unreadable MIDI: bad timing: 3 (" in text and "unreadable MIDI: too large: 1 (" in text
+    assert f"skipped files: {len(names) + 2}" in text  # + the 3/4 file and the short fill
+
+    r = subprocess.run([sys.executable, "-m", "groove_live.train.cli", "prepare", "--data",
+                        str(data), "--out", str(tmp_path / "ds_cli")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "unreadable MIDI: corrupt: 1 (bad/garbage.mid" in r.stdout
