@@ -230,14 +230,12 @@ def build_decoder(decoder, spec: ModelSpec, variant: str = "fp32") -> onnx.Model
     n(top, "Mul", [hits_out, g.f32("half", 0.5)], ["half_hits"])
     n(top, "Sub", ["offsets_half", "half_hits"], [off_out])
 
-    inputs = [
-        helper.make_tensor_value_info(z_in, f, ["batch", spec.z_size]),
-        helper.make_tensor_value_info(t_in, f, ["batch"]),
-        helper.make_tensor_value_info(hit_in, f, ["batch", steps, c]),
-        helper.make_tensor_value_info(cont_in, f, ["batch", steps, 2 * c]),
-    ]
-    outputs = [helper.make_tensor_value_info(name, f, ["batch", steps, c])
-               for name in (hits_out, vel_out, off_out)]
+    # Declared shapes are the spec's own rules, the dynamic batch named "batch".
+    shapes = spec.io_shapes()
+    inputs, outputs = ([helper.make_tensor_value_info(name, f, ["batch" if d is None else d
+                                                                for d in dims])
+                        for name, dims in shapes[part].items()]
+                       for part in ("decoder_inputs", "decoder_outputs"))
     graph = helper.make_graph(top, "groovae_decoder", inputs, outputs, list(g.inits.values()))
     opsets = [helper.make_opsetid("", OPSET)]
     if q8:

@@ -23,12 +23,12 @@ import onnx
 import torch
 
 from groove_live import atomic_io
-from groove_live.engine import (ENCODER_KEY, EXPORT_KEY, ROLE_KEY, VARIANT_KEY, Engine,
-                                EngineError, encoder_path_for)
+from groove_live.engine import Engine, EngineError, decode_path, encoder_path_for
 from groove_live.ort import ort as onnxruntime  # telemetry off before import (see ort.py)
-from groove_live.spec import METADATA_KEY, ModelSpec
+from groove_live.spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY,
+                              ModelSpec)
 
-from ..train.run import RunError, load_model, load_run_config, weights_path
+from ..train.run import RunError, load_model, weights_path
 from .decoder_graph import OPSET, VARIANTS, build_decoder
 from .verify import VerificationError, compare_variant, median_latency_s, verify_against_torch
 
@@ -51,20 +51,16 @@ class ExportResult:
 
 
 def _load(run_dir: Path, which: str):
+    """The model rebuilt from its checkpoint's own spec (nothing to reconcile afterwards)."""
     try:
-        _, cfg, _, spec, _ = load_run_config(run_dir)
-        source = weights_path(run_dir, which)
         model, cfg, spec = load_model(run_dir, which)
+        source = weights_path(run_dir, which)
+        decode_path(spec, source)  # only kinds the runtime can decode are worth exporting
     except RunError as e:  # load_model reads weights only as plain data, and turns a torn,
-        # foreign or code-carrying file, or weights that do not fit config.json, into one line
+        # foreign or code-carrying file, or weights that do not fit their spec, into one line
         raise ExportError(str(e)) from None
-    mismatches = [f"{name} {a} vs {b}" for name, a, b in (
-        ("z_size", spec.z_size, cfg.z_size), ("steps", spec.steps, cfg.steps),
-        ("drums", spec.n_drums, cfg.n_drums),
-        ("continuous_head", spec.continuous_head, cfg.continuous_head)) if a != b]
-    if mismatches:
-        raise ExportError(f"{run_dir}: spec.json and config.json disagree "
-                          f"({'; '.join(mismatches)})")
+    except EngineError as e:
+        raise ExportError(str(e)) from None
     return model, cfg, spec, source
 
 

@@ -44,8 +44,9 @@ def verify_against_torch(engine: Engine, model, n: int = 16, seed: int = 0) -> d
         ref = [t.numpy() for t in model.decoder.sample(
             torch.from_numpy(z), torch.from_numpy(temperature)[:, None],
             hit_noise=torch.from_numpy(hit_noise), cont_noise=torch.from_numpy(cont_noise))]
-    want = (n, spec.steps, spec.n_drums)
-    for name, array in zip(spec.decoder_outputs, (got.hits, got.velocities, got.offsets)):
+    shapes = spec.io_shapes(n)
+    for (name, want), array in zip(shapes["decoder_outputs"].items(),
+                                   (got.hits, got.velocities, got.offsets)):
         if array.shape != want:
             raise VerificationError(f"decoder output {name} is {array.shape}, the spec says {want}")
     flips = int((got.hits != ref[0]).sum())
@@ -61,9 +62,10 @@ def verify_against_torch(engine: Engine, model, n: int = 16, seed: int = 0) -> d
         with torch.no_grad():
             ref_mu, ref_sigma = (t.numpy() for t in model.encoder(
                 torch.from_numpy(patterns.to_flat())))
-        if mu.shape != (n, spec.z_size):
-            raise VerificationError(f"encoder output is {mu.shape}, the spec says "
-                                    f"{(n, spec.z_size)}")
+        for (name, want), array in zip(shapes["encoder_outputs"].items(), (mu, sigma)):
+            if array.shape != want:
+                raise VerificationError(f"encoder output {name} is {array.shape}, the spec "
+                                        f"says {want}")
         report["mu_max_abs"] = float(np.abs(mu - ref_mu).max())
         report["sigma_max_abs"] = float(np.abs(sigma - ref_sigma).max())
     if flips:

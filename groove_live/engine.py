@@ -2,10 +2,11 @@
 
 Never imports torch. A model is `NAME.onnx` (the decoder, which names its encoder file in its
 metadata, normally `NAME.encoder.onnx` beside it). Both carry the ModelSpec JSON under
-`groove_live.spec.METADATA_KEY`; a file without it, or with a schema this runtime does not
-know, is refused with one clear line (EngineError). Model files may come from anyone, so every
-metadata entry is checked before use: the spec field by field, the encoder name as a plain
-file name beside the decoder, the role and variant as known words.
+`groove_live.spec.METADATA_KEY`; a file without it, with a schema this runtime does not
+know, or of a model kind it cannot decode, is refused with one clear line (EngineError). Model
+files may come from anyone, so every metadata entry is checked before use: the spec field by
+field, the encoder name as a plain file name beside the decoder, the role and variant as known
+words. Tensor names and shapes are the spec's (`ModelSpec.io_shapes`), never restated here.
 """
 from __future__ import annotations
 
@@ -18,14 +19,11 @@ import numpy as np
 from .latent import random_latents, slerp_path
 from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
-from .spec import METADATA_KEY, ModelSpec, SpecError
+from .spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY, ModelSpec,
+                   SpecError)
 
 # The model shipped inside the package (written by `groove-export onnx`, see MODEL_CARD.md).
 BUNDLED_MODEL_PATH = Path(__file__).resolve().parent / "models" / "groovae.onnx"
-ROLE_KEY = "groove_live.role"  # "decoder" or "encoder"
-ENCODER_KEY = "groove_live.encoder"  # the decoder's encoder file name, relative to it
-VARIANT_KEY = "groove_live.variant"  # "fp32" / "int8"
-EXPORT_KEY = "groove_live.export"  # JSON: how and from what the file was exported
 ENCODER_SUFFIX = ".encoder.onnx"
 ROLES = ("decoder", "encoder")
 # Metadata is untrusted: the encoder name must be a file beside the decoder, never a path, and
@@ -139,7 +137,8 @@ def _read_spec(session: ort.InferenceSession, path: Path, role: str) -> tuple[Mo
 
 
 def _check_io(session: ort.InferenceSession, path: Path, inputs: dict, outputs: dict) -> None:
-    """Names and static dimensions of the graph against what the spec promises."""
+    """Names and static dimensions of the graph against what the spec promises (None in a
+    promised shape is the dynamic batch)."""
     for kind, args, expected in (("input", session.get_inputs(), inputs),
                                  ("output", session.get_outputs(), outputs)):
         found = {a.name: a.shape for a in args}
@@ -190,10 +189,9 @@ class Engine:
         names = _resolve_providers(providers)
         decoder = _session(path, names, intra_op_threads)
         spec, meta = _read_spec(decoder, path, "decoder")
-        steps, c = spec.steps, spec.n_drums
-        _check_io(decoder, path, dict(zip(spec.decoder_inputs, [
-            (None, spec.z_size), (None,), (None, steps, c), (None, steps, 2 * c)])),
-            {name: (None, steps, c) for name in spec.decoder_outputs})
+        decode_path(spec, path)  # refuse a kind this runtime cannot decode before its shapes
+        shapes = spec.io_shapes()
+        _check_io(decoder, path, shapes["decoder_inputs"], shapes["decoder_outputs"])
         _confirm_providers(decoder, names, path)
 
         encoder, encoder_path = None, None
@@ -204,8 +202,7 @@ class Engine:
             if encoder_spec.to_dict() != spec.to_dict():
                 raise EngineError(f"{candidate}: its spec differs from {path.name}'s; they are "
                                   "not from the same export")
-            _check_io(encoder, candidate, {spec.encoder_inputs[0]: (None, steps, 3 * c)},
-                      dict(zip(spec.encoder_outputs, [(None, spec.z_size)] * 2)))
+            _check_io(encoder, candidate, shapes["encoder_inputs"], shapes["encoder_outputs"])
             encoder_path = candidate
         engine = cls(decoder, encoder, spec, path, encoder_path, dict(meta))
         engine._warm_up()
@@ -269,6 +266,11 @@ class Engine:
         t = np.broadcast_to(np.asarray(temperature, np.float32), (z.shape[0],))
         if not np.all(np.isfinite(t)) or np.any(t < 0):
             raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+        return DECODE_PATHS[self.spec.kind](self, z, t, hit_noise, cont_noise)
+
+    def _decode_groovae(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
+                        cont_noise: np.ndarray) -> Patterns:
+        """Kind "groovae": z, temperature and noise in; hits, velocities, offsets out."""
         feed = dict(zip(self.spec.decoder_inputs, (
             z, np.ascontiguousarray(t), np.asarray(hit_noise, np.float32),
             np.asarray(cont_noise, np.float32))))
@@ -327,6 +329,9 @@ class Engine:
             f"data        {s.training_data or '?'}",
             f"schema      {s.schema_version}, variant {self.variant}, "
             f"providers {', '.join(self.providers)}",
+            f"kind        {s.kind}"
+            + (f", controls {', '.join(f'{c.name} ({c.channels})' for c in s.controls)}"
+               if s.controls else ""),
             f"pattern     {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
             f"{s.n_drums} drums, z size {s.z_size}",
             f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset "
@@ -350,3 +355,19 @@ def _confirm_providers(session: ort.InferenceSession, asked: list[str], path: Pa
         raise EngineError(f"{path}: onnxruntime did not enable {', '.join(missing)} "
                           f"(active: {', '.join(active)}); check the driver/CUDA install")
 
+
+
+# The decode path of each model kind this runtime implements (spec.KINDS names them all). A new
+# kind adds its method to Engine and a line here; see docs/adding-a-model.md.
+DECODE_PATHS = {
+    "groovae": Engine._decode_groovae,
+}
+
+
+def decode_path(spec: ModelSpec, path: Path | str = "model"):
+    """The decode function for the spec's kind, or EngineError naming what this runtime has."""
+    try:
+        return DECODE_PATHS[spec.kind]
+    except KeyError:
+        raise EngineError(f"{path}: a {spec.kind!r} model, which this groove-live cannot decode "
+                          f"(it decodes: {', '.join(DECODE_PATHS)})") from None

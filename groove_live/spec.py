@@ -1,7 +1,9 @@
 """The model spec: the one description of a groove model shared by train, export and runtime.
 
 Pure Python on purpose: training writes it next to the weights, export embeds it as JSON in
-the ONNX metadata, and the runtime reads it back with onnxruntime alone.
+the ONNX metadata, and the runtime reads it back with onnxruntime alone. It is the only
+statement of a model's kind and shape: data caches, training configs, export and the engine
+derive theirs from it (see docs/adding-a-model.md).
 """
 from __future__ import annotations
 
@@ -10,9 +12,34 @@ import json
 import re
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = 1
-# Key under which the spec JSON is stored in ONNX `metadata_props` and in run folders.
-METADATA_KEY = "groove_live.spec"
+# Schema 2 added `kind` and `controls`. Schema 1 specs (the bundled model, older exports) are
+# still read: they describe what schema 2 calls kind "groovae" with no controls.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+
+# The ONNX metadata keys of a groove-live model file; stated here only, so train, export and the
+# runtime cannot drift apart.
+METADATA_KEY = "groove_live.spec"  # the spec JSON (also spec.json in run folders)
+ROLE_KEY = "groove_live.role"  # "decoder" or "encoder"
+ENCODER_KEY = "groove_live.encoder"  # the decoder's encoder file name, relative to it
+VARIANT_KEY = "groove_live.variant"  # "fp32" / "int8"
+EXPORT_KEY = "groove_live.export"  # JSON: how and from what the file was exported
+METADATA_KEYS = (METADATA_KEY, ROLE_KEY, ENCODER_KEY, VARIANT_KEY, EXPORT_KEY)
+
+# Model kinds: what the decoder outputs and so which decode path a consumer needs. Only
+# "groovae" is implemented today; the others are reserved so that specs naming them are
+# understood (and refused by a runtime that cannot decode them) rather than misread.
+KINDS = {
+    "groovae": "continuous: per-step hits, velocities and timing offsets per drum voice",
+    "categorical": "reserved: MusicVAE drums, one class out of 2^voices per step",
+    "hierarchical": "reserved: MusicVAE 16-bar, a conductor RNN over per-bar decoders",
+    "conditioned": "reserved: GrooVAE humanize/drumify/infill, per-step controls to the decoder",
+    "pitched": "reserved: pitched voices (e.g. a GAN), pitch per voice and step",
+}
+# Kinds whose decoder takes per-step controls (and must name at least one).
+CONTROLLED_KINDS = ("conditioned",)
+# Fields that fix the data a model reads and writes: a data cache and a model must agree on all.
+DATA_SHAPE_FIELDS = ("kind", "steps_per_bar", "bars", "beats_per_bar", "drums", "controls")
 
 # A spec comes from a model file, which may come from anyone: every field is checked before
 # use, and these bounds are far above any real model yet small enough that a hostile file
@@ -23,6 +50,8 @@ MAX_BEATS_PER_BAR = 32
 MAX_Z_SIZE = 4096
 MAX_DRUMS = 128  # one per MIDI pitch
 MAX_TEXT_CHARS = 256  # preset, run id, training data, tensor names
+MAX_CONTROLS = 8
+MAX_CONTROL_CHANNELS = 1024
 MAX_SPEC_JSON_CHARS = 1 << 20
 # model_name becomes part of output file names: a plain name, never a path ("..", "/", "C:").
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -46,6 +75,10 @@ def _show(value: object) -> str:
     # repr() escapes newlines and control characters, so a hostile value stays on one line.
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _show_long(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_int(value: object) -> bool:
@@ -82,6 +115,14 @@ GROOVAE_DRUMS: tuple[DrumClass, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Control:
+    """A per-step input the decoder takes besides z, fed as a (batch, steps, channels) tensor
+    named `name`: e.g. Control("hit_pattern", 9) for drumify, or a melody's piano roll."""
+    name: str
+    channels: int
+
+
 class SpecError(ValueError):
     """A spec that this runtime cannot use (unknown schema, missing fields, wrong types)."""
 
@@ -90,11 +131,14 @@ class SpecError(ValueError):
 class ModelSpec:
     """What a consumer must know to use a groove model without its training code."""
 
+    kind: str = "groovae"  # a key of KINDS: which decode path the model needs
     steps_per_bar: int = 16
     bars: int = 4
     beats_per_bar: int = 4
     drums: tuple[DrumClass, ...] = GROOVAE_DRUMS
     z_size: int = 256
+    # Per-step inputs the decoder takes besides z (kinds in CONTROLLED_KINDS only).
+    controls: tuple[Control, ...] = ()
     # How the continuous outputs are encoded in the decoder's output tensors.
     velocity_encoding: str = "unit"  # velocity in [0, 1] = midi_velocity / 127
     offset_encoding: str = "step_fraction"  # (onset - grid) / step length in [-0.5, 0.5), + = late
@@ -149,10 +193,45 @@ class ModelSpec:
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
 
+    def data_shape(self) -> dict:
+        """The fields a data cache and a model must agree on, as plain data."""
+        d = self.to_dict()
+        return {name: d[name] for name in DATA_SHAPE_FIELDS}
+
+    def data_shape_mismatch(self, other: "ModelSpec") -> tuple[str, str, str] | None:
+        """The first data-shape field where `other` differs: (field, other's, ours) as short
+        text for a one-line refusal, or None when the two describe the same data."""
+        mine, theirs = self.data_shape(), other.data_shape()
+        for name in DATA_SHAPE_FIELDS:
+            if mine[name] != theirs[name]:
+                show = {"drums": lambda s: ",".join(f"{d.name}:{d.out_pitch}" for d in s.drums),
+                        "controls": lambda s: ",".join(f"{c.name}:{c.channels}"
+                                                       for c in s.controls) or "none"}
+                text = show.get(name, lambda s: str(getattr(s, name)))
+                return name, _show_long(text(other)), _show_long(text(self))
+        return None
+
+    def io_shapes(self, batch: int | None = None) -> dict[str, dict[str, tuple]]:
+        """The shape of every graph tensor, by graph part ("decoder_inputs", ...) then tensor
+        name, in feeding order; `batch` None stands for the dynamic batch dimension. The one
+        statement of tensor shapes: export's checks and the engine's read it from here."""
+        if self.kind != "groovae" and self.kind != "conditioned":
+            raise SpecError(f"model spec kind {self.kind!r} has no tensor shape rules yet")
+        b, t, c, z = batch, self.steps, self.n_drums, self.z_size
+        decoder_inputs = dict(zip(self.decoder_inputs, ((b, z), (b,), (b, t, c), (b, t, 2 * c))))
+        decoder_inputs.update({ctl.name: (b, t, ctl.channels) for ctl in self.controls})
+        return {
+            "decoder_inputs": decoder_inputs,
+            "decoder_outputs": {name: (b, t, c) for name in self.decoder_outputs},
+            "encoder_inputs": {self.encoder_inputs[0]: (b, t, self.step_size)},
+            "encoder_outputs": {name: (b, z) for name in self.encoder_outputs},
+        }
+
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["drums"] = [dataclasses.asdict(x) for x in self.drums]
+        d["controls"] = [dataclasses.asdict(x) for x in self.controls]
         return d
 
     def to_json(self) -> str:
@@ -164,17 +243,20 @@ class ModelSpec:
         if not isinstance(d, dict):
             raise SpecError("model spec is not a JSON object")
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION or not _is_int(version):
+        if version not in READABLE_SCHEMAS or not _is_int(version):
             raise SpecError(
                 f"model spec schema {_show(version)} is not supported (this groove-live reads "
-                f"schema {SCHEMA_VERSION})"
+                f"schema {', '.join(map(str, READABLE_SCHEMAS))})"
             )
+        if version == 1:
+            d = migrate_v1(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         kwargs = {k: v for k, v in d.items() if k in known}
         if "drums" not in d:
             raise SpecError("model spec is malformed: no 'drums'")
         kwargs["drums"] = _drums_from(d["drums"])
+        kwargs["controls"] = _controls_from(d.get("controls", []))
         for name in TENSOR_COUNTS:
             if name in kwargs:
                 if not isinstance(kwargs[name], list):
@@ -206,6 +288,9 @@ class ModelSpec:
         """Refuse, with one line naming the field, anything the runtime could not use safely."""
         if self.schema_version != SCHEMA_VERSION or not _is_int(self.schema_version):
             raise SpecError(f"model spec schema {_show(self.schema_version)} is not supported")
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
+            raise SpecError(f"model spec kind {_show(self.kind)} is unknown; known: "
+                            f"{', '.join(KINDS)}")
         for name, most in (("steps_per_bar", MAX_STEPS_PER_BAR), ("bars", MAX_BARS),
                            ("beats_per_bar", MAX_BEATS_PER_BAR), ("z_size", MAX_Z_SIZE)):
             value = getattr(self, name)
@@ -238,6 +323,7 @@ class ModelSpec:
                     if tensor in seen:
                         raise SpecError(f"model spec names the {graph} tensor {tensor!r} twice")
                     seen.add(tensor)
+        self._validate_controls()  # after the tensor names, which control names must not repeat
         if not is_plain_name(self.model_name):
             raise SpecError(f"model spec model_name {_show(self.model_name)} is not a plain name "
                             f"(letters, digits, '.', '_', '-'; at most 64; not starting with '.')")
@@ -247,6 +333,30 @@ class ModelSpec:
                                 f"of at most {MAX_TEXT_CHARS} printable characters")
         if not isinstance(self.extra, dict):
             raise SpecError(f"model spec extra is {_show(self.extra)}, not an object")
+
+    def _validate_controls(self) -> None:
+        if not isinstance(self.controls, tuple) or len(self.controls) > MAX_CONTROLS:
+            raise SpecError(f"model spec controls is {_show(self.controls)}, not at most "
+                            f"{MAX_CONTROLS} controls")
+        takes = self.kind in CONTROLLED_KINDS
+        if takes and not self.controls:
+            raise SpecError(f"model spec kind {self.kind!r} needs at least one control")
+        if self.controls and not takes:
+            raise SpecError(f"model spec kind {self.kind!r} takes no controls; only "
+                            f"{', '.join(CONTROLLED_KINDS)} do")
+        names = set(self.decoder_inputs)
+        for control in self.controls:
+            if not isinstance(control, Control):
+                raise SpecError(f"model spec control {_show(control)} is not a control")
+            if not isinstance(control.name, str) or DRUM_NAME.fullmatch(control.name) is None:
+                raise SpecError(f"model spec control name {_show(control.name)} is not a plain "
+                                f"word (letters, digits, '.', '_', '-'; at most 32)")
+            if control.name in names:
+                raise SpecError(f"model spec names the decoder input {control.name!r} twice")
+            names.add(control.name)
+            if not _is_int(control.channels) or not 1 <= control.channels <= MAX_CONTROL_CHANNELS:
+                raise SpecError(f"model spec control {control.name!r} has "
+                                f"{_show(control.channels)} channels, not 1..{MAX_CONTROL_CHANNELS}")
 
     def _validate_drums(self) -> None:
         if not isinstance(self.drums, tuple) or not 1 <= len(self.drums) <= MAX_DRUMS:
@@ -288,6 +398,30 @@ def _drums_from(items: object) -> tuple[DrumClass, ...]:
                             f"{_show(in_pitches)}, not a list")
         drums.append(DrumClass(item["name"], item["out_pitch"], tuple(in_pitches)))
     return tuple(drums)
+
+
+def _controls_from(items: object) -> tuple[Control, ...]:
+    """Controls from JSON, types left as found for validate() to judge."""
+    if not isinstance(items, list):
+        raise SpecError(f"model spec controls is {_show(items)}, not a list")
+    if len(items) > MAX_CONTROLS:
+        raise SpecError(f"model spec has {len(items)} controls (at most {MAX_CONTROLS})")
+    controls = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"name", "channels"}:
+            raise SpecError(f"model spec control {_show(item)} is not an object with name and "
+                            f"channels")
+        controls.append(Control(item["name"], item["channels"]))
+    return tuple(controls)
+
+
+def migrate_v1(d: dict) -> dict:
+    """A schema 1 spec dict as schema 2: every schema 1 model is a GrooVAE without controls.
+    Fields schema 1 never had are refused rather than guessed at."""
+    for name in ("kind", "controls"):
+        if name in d:
+            raise SpecError(f"model spec schema 1 has no field {name!r}")
+    return {**d, "schema_version": SCHEMA_VERSION, "kind": "groovae", "controls": []}
 
 
 def _first_line(e: Exception) -> str:

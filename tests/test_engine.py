@@ -69,6 +69,36 @@ def test_unknown_schema_is_refused(toy_model_path, tmp_path):
     assert "schema 99 is not supported" in _one_line(e)
 
 
+@pytest.mark.parametrize("kind, says", [
+    ("categorical", "a 'categorical' model, which this groove-live cannot decode (it decodes: "
+                    "groovae)"),
+    ("pitched", "cannot decode"),
+    ("gan", "kind 'gan' is unknown"),
+])
+def test_a_kind_this_runtime_does_not_decode_is_refused(toy_model_path, tmp_path, kind, says):
+    other = tmp_path / f"{kind}.onnx"
+    _rewrite_spec(toy_model_path, other, schema_version=2, kind=kind, controls=[])
+    with pytest.raises(EngineError) as e:
+        Engine.load(other)
+    assert says in _one_line(e)
+
+
+def test_decode_paths_cover_the_implemented_kinds_only():
+    from groove_live.spec import KINDS
+    assert set(engine_module.DECODE_PATHS) == {"groovae"} and set(KINDS) > {"groovae"}
+
+
+def test_a_schema_2_groovae_file_loads_like_its_schema_1_original(toy_model_path, tmp_path,
+                                                                    engine):
+    v2 = tmp_path / "v2.onnx"
+    _rewrite_spec(toy_model_path, v2, schema_version=2, kind="groovae", controls=[])
+    again = Engine.load(v2)
+    assert again.spec == engine.spec
+    a, b = engine.sample(3, seed=5), again.sample(3, seed=5)
+    np.testing.assert_array_equal(a.hits, b.hits)
+    np.testing.assert_array_equal(a.velocities, b.velocities)
+
+
 def test_spec_that_contradicts_the_graph_is_refused(toy_model_path, tmp_path):
     liar = tmp_path / "liar.onnx"
     _rewrite_spec(toy_model_path, liar, z_size=32)

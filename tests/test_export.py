@@ -10,10 +10,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from groove_live.engine import ENCODER_KEY, ROLE_KEY, VARIANT_KEY, Engine
+from groove_live.engine import Engine
 from groove_live.export.cli import main as export_main
 from groove_live.export.onnx_export import ExportError, export_run
-from groove_live.spec import METADATA_KEY, ModelSpec
+from groove_live.spec import (ENCODER_KEY, METADATA_KEY, ROLE_KEY, SCHEMA_VERSION, VARIANT_KEY,
+                              ModelSpec)
 
 
 @pytest.mark.parametrize("head", ["mean", "gaussian"])
@@ -65,6 +66,9 @@ def test_files_describe_themselves(toy_export):
     spec = ModelSpec.from_json(meta[METADATA_KEY])
     assert spec.preset == "groovae_tiny" and spec.run_id == "run_mean@step8"
     assert spec.z_size == 16 and spec.continuous_head == "mean"
+    assert spec.kind == "groovae" and spec.controls == () and spec.schema_version == SCHEMA_VERSION
+    assert json.loads(meta[METADATA_KEY])["schema_version"] == SCHEMA_VERSION
+    assert spec.training_data.startswith("Groove MIDI Dataset")  # the cache's description
     assert meta[ROLE_KEY] == "decoder" and meta[VARIANT_KEY] == "fp32"
     assert meta[ENCODER_KEY] == toy.result.encoder_path.name == "mean.encoder.onnx"
     assert [i.name for i in decoder.graph.input] == list(spec.decoder_inputs)
@@ -114,15 +118,15 @@ def test_bad_input_is_one_clear_line(toy_export, tmp_path, export_fails):
     toy = toy_export("mean")
     bad = tmp_path / "bad_run"
     shutil.copytree(toy.run_dir, bad)
+    _as_older_checkpoint(bad / "best.pt")  # read through config.json and spec.json
     spec = json.loads((bad / "spec.json").read_text())
     spec["z_size"] = 99
     (bad / "spec.json").write_text(json.dumps(spec))
-    assert "disagree" in export_fails(["--run", str(bad), "--out", str(tmp_path / "b.onnx")])
+    assert "differ from the config" in export_fails(["--run", str(bad), "--out", str(tmp_path / "b.onnx")])
 
     config = json.loads((toy.run_dir / "config.json").read_text())
     config["model"]["z_size"] = 99
-    (bad / "config.json").write_text(json.dumps(config))
-    (bad / "spec.json").write_text((toy.run_dir / "spec.json").read_text())
+    (bad / "config.json").write_text(json.dumps(config))  # agrees with spec.json, not the weights
     assert "do not fit config.json" in export_fails(
         ["--run", str(bad), "--out", str(tmp_path / "c.onnx")])
     assert "fp16 is not offered" in export_fails(
@@ -131,3 +135,34 @@ def test_bad_input_is_one_clear_line(toy_export, tmp_path, export_fails):
 
     with pytest.raises(ExportError, match="must end in .onnx"):
         export_run(toy.run_dir, tmp_path / "model.bin")
+
+
+def _as_older_checkpoint(path):
+    """Strip a checkpoint's own spec and model_args, as written before it carried them."""
+    state = torch.load(path, weights_only=True)
+    del state["spec"], state["model_args"]
+    torch.save(state, path)
+
+
+def test_a_checkpoint_with_its_own_spec_ignores_a_tampered_run_folder(toy_export, tmp_path):
+    toy = toy_export("mean")
+    run = tmp_path / "run"
+    shutil.copytree(toy.run_dir, run)
+    spec = json.loads((run / "spec.json").read_text())
+    spec["z_size"] = 99
+    (run / "spec.json").write_text(json.dumps(spec))
+    result = export_run(run, tmp_path / "m.onnx")
+    assert result.spec.z_size == 16 and result.checks["hit_mismatches"] == 0
+
+
+def test_a_kind_the_runtime_cannot_decode_is_not_exported(toy_export, tmp_path, export_fails):
+    toy = toy_export("mean")
+    run = tmp_path / "run"
+    shutil.copytree(toy.run_dir, run)
+    state = torch.load(run / "best.pt", weights_only=True)
+    spec = json.loads(state["spec"])
+    state["spec"] = json.dumps({**spec, "kind": "pitched"})
+    torch.save(state, run / "best.pt")
+    line = export_fails(["--run", str(run), "--out", str(tmp_path / "p.onnx")])
+    assert "pitched" in line, line
+    assert not list(tmp_path.glob("*.onnx"))

@@ -112,7 +112,7 @@ def test_info_prints_the_spec(toy_model_path):
     assert result.exit_code == 0
     assert "groovae_tiny" in result.stdout and "z size 16" in result.stdout
     as_json = _invoke("info", "--model", toy_model_path, "--json")
-    assert '"schema_version": 1' in as_json.stdout
+    assert '"schema_version": 2' in as_json.stdout  # the schema 1 file, read as schema 2
 
 
 def test_info_on_a_corrupt_or_foreign_file_is_one_line(tmp_path, fails):

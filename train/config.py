@@ -1,11 +1,17 @@
-"""Frozen model and training configs, and the named presets that mirror the seeds."""
+"""Frozen model and training configs, and the named presets that mirror the seeds.
+
+The data's shape (kind, bars, steps per bar, drum voices, controls) is not restated here: a
+preset names its spec fields and the model is built from (spec, ModelConfig). ModelConfig holds
+only the network's hyper-parameters; z_size and continuous_head are copied into the spec by
+`spec_for`, the one place a training spec is made.
+"""
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from groove_live.spec import ModelSpec
+from groove_live.spec import DEFAULT_SPEC, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -20,17 +26,10 @@ class ModelConfig:
     continuous_head: str = "mean"
     free_bits: float = 48.0  # in bits, over the whole z (not per dimension)
     beta: float = 0.2
-    steps_per_bar: int = 16
-    bars: int = 4
-    n_drums: int = 9
 
     @property
     def free_nats(self) -> float:
         return self.free_bits * math.log(2.0)
-
-    @property
-    def steps(self) -> int:
-        return self.steps_per_bar * self.bars
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,22 @@ class TrainConfig:
     seed: int = 1234
 
 
+# Spec fields of the 4-bar GrooVAE presets: the data every one of them reads and writes.
+GROOVAE_4BAR = {"kind": "groovae", "bars": 4, "steps_per_bar": 16}
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
     model: ModelConfig
     train: TrainConfig
+    # ModelSpec fields fixing the data's shape; the drum voices are the spec's default map.
+    spec_fields: dict = field(default_factory=lambda: dict(GROOVAE_4BAR), hash=False)
+
+    def spec(self, model: ModelConfig | None = None, **fields) -> ModelSpec:
+        """The spec of a model trained with this preset (and `model`, default its own)."""
+        return spec_for(model or self.model, DEFAULT_SPEC.replace(**self.spec_fields),
+                        preset=self.name, **fields)
 
 
 PRESETS: dict[str, Preset] = {
@@ -87,18 +97,23 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
-def spec_for(model: ModelConfig, **fields) -> ModelSpec:
-    """The runtime spec of a model with this config."""
-    return ModelSpec(steps_per_bar=model.steps_per_bar, bars=model.bars, z_size=model.z_size,
-                     continuous_head=model.continuous_head, **fields)
+def spec_for(model: ModelConfig, data: ModelSpec = DEFAULT_SPEC, **fields) -> ModelSpec:
+    """The runtime spec of a model with this config reading data of `data`'s shape."""
+    spec = data.replace(z_size=model.z_size, continuous_head=model.continuous_head, **fields)
+    spec.validate()
+    return spec
 
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# ModelConfig fields of older run folders that the spec now states; ignored when read.
+LEGACY_SHAPE_FIELDS = ("steps_per_bar", "bars", "n_drums")
+
+
 def model_config_from_dict(d: dict) -> ModelConfig:
-    d = dict(d)
+    d = {k: v for k, v in d.items() if k not in LEGACY_SHAPE_FIELDS}
     for key in ("enc_rnn_sizes", "dec_rnn_sizes"):
         d[key] = tuple(d[key])
     return ModelConfig(**d)

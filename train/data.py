@@ -156,8 +156,10 @@ def prepare(data_dir: str | Path, out_dir: str | Path, options: PrepareOptions =
             source=np.array(sources[split]))
         tmp.replace(path)
     summary = PrepareSummary(counts, dict(files), dict(skipped), time.perf_counter() - t0)
+    # The spec states the windows' shape (fit refuses a model of another); the description
+    # becomes the model's training_data.
     meta = {"cache_version": CACHE_VERSION, "options": asdict(options), "spec": spec.to_dict(),
-            "counts": counts, "files": dict(files), "skipped": dict(skipped),
+            "description": describe_options(asdict(options)), "counts": counts, "files": dict(files), "skipped": dict(skipped),
             "source": str(data_dir.resolve())}
     (out_dir / "dataset.json").write_text(json.dumps(meta, indent=1))
     return summary
@@ -174,6 +176,30 @@ def load_split(dataset_dir: str | Path, split: str) -> tuple[Patterns, np.ndarra
         return p, d["bpm"].astype(np.float32)
 
 
+def describe_options(options: dict) -> str:
+    """One line saying what a cache holds, e.g. "Groove MIDI Dataset v1.0.0 (CC BY 4.0), 4/4
+    beat+fill, 4-bar windows, 1-bar hop"."""
+    meters = ", ".join(m.replace("-", "/") for m in options.get("meters", ()))
+    return (f"Groove MIDI Dataset v1.0.0 (CC BY 4.0), {meters} "
+            f"{'+'.join(options.get('beat_types', ()))}, {options.get('bars')}-bar windows, "
+            f"{options.get('hop_bars')}-bar hop")
+
+
+def load_dataset_info(dataset_dir: str | Path) -> tuple[ModelSpec, str]:
+    """(spec of the cached windows, one-line description) from a cache's dataset.json."""
+    path = Path(dataset_dir) / "dataset.json"
+    if not path.is_file():
+        raise DataError(f"{dataset_dir}: no dataset.json; is this a folder written by "
+                        "`groove-train prepare`?")
+    try:
+        d = json.loads(path.read_text())
+        spec = ModelSpec.from_dict(d["spec"])  # a schema 1 spec reads as kind "groovae"
+        description = d.get("description") or describe_options(d["options"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        # SpecError and JSONDecodeError are ValueErrors
+        raise DataError(f"{path}: not a groove-train data cache ({e})") from None
+    return spec, description
+
+
 def load_spec(dataset_dir: str | Path) -> ModelSpec:
-    d = json.loads((Path(dataset_dir) / "dataset.json").read_text())
-    return ModelSpec.from_dict(d["spec"])
+    return load_dataset_info(dataset_dir)[0]

@@ -1,7 +1,9 @@
 """`groove-train fit`: the training loop, checkpointed, resumable, DDP-ready.
 
 Runs alone or under `torchrun --nproc_per_node=N` (gloo on CPU, NCCL on GPU): each rank takes
-its share of every global batch, rank 0 validates, logs and writes checkpoints.
+its share of every global batch, rank 0 validates, logs and writes checkpoints. Read `fit` from
+the top: set up the run, load the data, build model and optimizer, resume, then loop over
+train step / evaluate / checkpoint / log, each a small function below.
 """
 from __future__ import annotations
 
@@ -18,16 +20,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .config import ModelConfig, TrainConfig, get_preset, spec_for
-from .data import load_split
-from .model import GrooVAE, count_parameters, losses
+from groove_live.spec import ModelSpec
+
+from .config import ModelConfig, TrainConfig, get_preset
+from .data import DataError, load_dataset_info, load_split
+from .model import GrooVAE, build_model, count_parameters, losses
 from .run import (CheckpointError, clean_stale_temp_files, describe_mismatch,
-                  drop_metrics_after_step, load_run_config, newest_loadable_checkpoint,
-                  rotate_checkpoints, save_checkpoint_atomic, save_run_config,
-                  set_aside_checkpoint)
+                  drop_metrics_after_step, load_run_config, model_header,
+                  newest_loadable_checkpoint, rotate_checkpoints, save_checkpoint_atomic,
+                  save_run_config, set_aside_checkpoint)
 
 LOG_FIELDS = ("step", "split", "loss", "recon", "hit_loss", "velocity_loss", "offset_loss", "kl",
               "kl_cost", "lr", "grad_norm", "examples_per_s")
+EVAL_BATCH_SIZE = 256
 
 
 @dataclass
@@ -39,6 +44,26 @@ class DistInfo:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run trains: resolved once, from the preset (new run) or config.json (resume)."""
+    run_dir: Path
+    preset: str
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    spec: ModelSpec
+    data_dir: Path
+
+
+@dataclass
+class Progress:
+    """The loop's counters: all a checkpoint must restore besides weights, moments and RNG."""
+    step: int = 0
+    best_val: float = math.inf
+    elapsed_s: float = 0.0
+    examples: int = 0
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -55,7 +80,12 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int, dist_info: Dist
     return idx[dist_info.rank::dist_info.world]
 
 
-def _init_distributed() -> DistInfo:
+def _say(message: str) -> None:
+    print(f"groove-train: {message}", file=sys.stderr, flush=True)
+
+
+# --- setup: processes, device, the run's plan ---------------------------------------------------
+def init_distributed() -> DistInfo:
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return DistInfo()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -63,7 +93,7 @@ def _init_distributed() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _pick_device(device: str, dist_info: DistInfo) -> torch.device:
+def pick_device(device: str, dist_info: DistInfo) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -72,11 +102,73 @@ def _pick_device(device: str, dist_info: DistInfo) -> torch.device:
     return torch.device(device)
 
 
-def _say(message: str) -> None:
-    print(f"groove-train: {message}", file=sys.stderr, flush=True)
+def check_dataset(data_dir: Path | None, spec: ModelSpec, expecting: str) -> str:
+    """Refuse a data cache whose shape is not the model's, in one line naming the field; return
+    the cache's description (the spec's training_data)."""
+    if data_dir is None:
+        raise ValueError("no prepared dataset given (--data DATASET_DIR)")
+    data_spec, description = load_dataset_info(data_dir)
+    mismatch = spec.data_shape_mismatch(data_spec)
+    if mismatch:
+        name, theirs, ours = mismatch
+        raise DataError(f"data cache {data_dir} has {name}={theirs}, {expecting} expects {ours}")
+    return description
 
 
-def _resume_state(run_dir: Path, dist_info: DistInfo) -> dict:
+def plan_run(run_dir: Path, data_dir, preset: str, model_overrides: dict | None,
+             train_overrides: dict | None, resume: bool, dist_info: DistInfo) -> RunPlan:
+    """A new run from its preset (config and spec written), or the saved plan of a run to
+    resume. Either way the data cache must have the spec's shape."""
+    if resume:
+        preset, model_cfg, train_cfg, spec, data_dir_saved = load_run_config(run_dir)
+        data_dir = Path(data_dir or data_dir_saved)
+        if train_overrides:  # e.g. a longer max_steps or time budget for the continuation
+            train_cfg = replace(train_cfg, **train_overrides)
+        check_dataset(data_dir, spec, f"run {run_dir.name}")
+        return RunPlan(run_dir, preset, model_cfg, train_cfg, spec, data_dir)
+    p = get_preset(preset)
+    model_cfg = replace(p.model, **(model_overrides or {}))
+    train_cfg = replace(p.train, **(train_overrides or {}))
+    if dist_info.main and (run_dir / "config.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
+    data_dir = Path(data_dir) if data_dir is not None else None
+    description = check_dataset(data_dir, p.spec(model_cfg), f"preset {preset}")
+    spec = p.spec(model_cfg, model_name="groovae", training_data=description,
+                  run_id=run_dir.name)
+    if dist_info.main:
+        save_run_config(run_dir, preset, model_cfg, train_cfg, spec, str(data_dir))
+    return RunPlan(run_dir, preset, model_cfg, train_cfg, spec, data_dir)
+
+
+def clean_run_folder(run_dir: Path) -> None:
+    stale = clean_stale_temp_files(run_dir)
+    if stale:
+        _say(f"removed {len(stale)} stale temp file(s) of interrupted writes: "
+             + ", ".join(str(p.relative_to(run_dir)) for p in stale))
+
+
+# --- data ---------------------------------------------------------------------------------------
+def load_data(data_dir: Path, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) windows as flat tensors on the device."""
+    train_p, _ = load_split(data_dir, "train")
+    val_p, _ = load_split(data_dir, "validation")
+    if len(train_p) == 0:
+        raise ValueError(f"{data_dir}: the train split is empty")
+    x_train = torch.from_numpy(train_p.to_flat()).to(dev)  # (N, T, 3C)
+    x_val = torch.from_numpy(val_p.to_flat()).to(dev)  # (M, T, 3C)
+    return x_train, x_val
+
+
+# --- model, optimizer, resume -------------------------------------------------------------------
+def model_and_optimizer(plan: RunPlan, dev: torch.device, dist_info: DistInfo
+                        ) -> tuple[GrooVAE, torch.optim.Optimizer]:
+    torch.manual_seed(plan.train_cfg.seed + dist_info.rank)  # each rank its own stream
+    model = build_model(plan.model_cfg, plan.spec).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=plan.train_cfg.learning_rate)
+    return model, optimizer
+
+
+def load_resume_state(run_dir: Path, dist_info: DistInfo) -> dict:
     """The newest checkpoint that loads safely. Newer ones that do not (torn by a kill, empty,
     or holding code) are named with the reason, and rank 0 sets them aside."""
     _, state, skipped = newest_loadable_checkpoint(run_dir)
@@ -84,6 +176,106 @@ def _resume_state(run_dir: Path, dist_info: DistInfo) -> dict:
         for path, reason in skipped:
             _say(f"skipped {reason}; set aside as {set_aside_checkpoint(path).name}")
     return state
+
+
+def restore(state: dict, model: GrooVAE, optimizer, dist_info: DistInfo, use_cuda_rng: bool,
+            run_dir: Path) -> Progress:
+    """Weights, optimizer moments, counters and this rank's RNG from a checkpoint (loaded on
+    the CPU: the RNG setters want CPU tensors, and load_state_dict moves weights and moments
+    onto the model's device)."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir}: the checkpoint does not fit config.json "
+                              f"({describe_mismatch(e)})") from None
+    torch.set_rng_state(state["rng"][dist_info.rank % len(state["rng"])])
+    if use_cuda_rng and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    return Progress(state["step"], state["best_val"], state["elapsed_s"], state["examples"])
+
+
+# --- one step, evaluation, checkpoints ----------------------------------------------------------
+def train_step(ddp_model, model: GrooVAE, optimizer, x: torch.Tensor, lr: float,
+               plan: RunPlan, autocast) -> tuple[dict[str, torch.Tensor], float]:
+    """Forward, backward, clip, update: the loss terms and the global gradient norm."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast():
+        heads, mu, sigma = ddp_model(x)
+        terms = losses({k: v.float() for k, v in heads.items()}, x, mu.float(), sigma.float(),
+                       plan.model_cfg)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                     plan.train_cfg.grad_clip_norm))
+    if math.isfinite(grad_norm) and grad_norm <= plan.train_cfg.grad_norm_reset:
+        optimizer.step()
+    # else: Magenta zeroes such an update; the step still counts.
+    return terms, grad_norm
+
+
+def evaluate(model: GrooVAE, x_val: torch.Tensor, cfg: ModelConfig, batch_size: int,
+             max_batches: int, device, autocast) -> dict[str, float]:
+    """Mean losses over the validation split, with a fixed z draw so runs compare exactly."""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(0)
+    totals: dict[str, float] = {}
+    n = 0
+    with torch.no_grad(), autocast():
+        for i, lo in enumerate(range(0, len(x_val), batch_size)):
+            if max_batches and i >= max_batches:
+                break
+            x = x_val[lo:lo + batch_size]
+            heads, mu, sigma = model(x, generator=gen)
+            for k, v in losses(heads, x, mu, sigma, cfg).items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(x)
+            n += len(x)
+    model.train()
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+def save_best(plan: RunPlan, model: GrooVAE, step: int, val: dict[str, float]) -> None:
+    save_checkpoint_atomic(plan.run_dir / "best.pt",
+                           {"model": model.state_dict(), "step": step, "val": val,
+                            **model_header(plan.model_cfg, plan.spec)})
+
+
+def save_training_checkpoint(plan: RunPlan, model: GrooVAE, optimizer, progress: Progress,
+                             dist_info: DistInfo, use_cuda_rng: bool) -> None:
+    """Everything resume needs, on every rank's call (the RNG of each is gathered so a resumed
+    DDP run continues each stream); rank 0 writes it and rotates old ones."""
+    rng = [torch.get_rng_state()]
+    if dist_info.world > 1:
+        rng = [None] * dist_info.world
+        dist.all_gather_object(rng, torch.get_rng_state())
+    if not dist_info.main:
+        return
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "step": progress.step, "best_val": progress.best_val,
+             "elapsed_s": progress.elapsed_s, "examples": progress.examples, "rng": rng,
+             "cuda_rng": torch.cuda.get_rng_state() if use_cuda_rng else None,
+             **model_header(plan.model_cfg, plan.spec)}
+    save_checkpoint_atomic(plan.run_dir / "checkpoints" / f"step_{progress.step:08d}.pt", state)
+    rotate_checkpoints(plan.run_dir, plan.train_cfg.keep_last)
+
+
+def agree_to_stop(want_stop: bool, dist_info: DistInfo, dev: torch.device) -> bool:
+    """Stop on every rank if on any, so all checkpoint and leave at the same step."""
+    if dist_info.world == 1:
+        return want_stop
+    flag = torch.tensor([int(want_stop)], device=dev)
+    dist.all_reduce(flag)
+    return bool(flag.item())
+
+
+def share_best_val(best_val: float, dist_info: DistInfo) -> float:
+    """Rank 0's best validation loss (the one saved), on every rank."""
+    if dist_info.world == 1:
+        return best_val
+    obj = [best_val]
+    dist.broadcast_object_list(obj, src=0)
+    return obj[0]
 
 
 class StopFlag:
@@ -105,26 +297,7 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def _validate(model: GrooVAE, x_val: torch.Tensor, cfg: ModelConfig, batch_size: int,
-              max_batches: int, device, autocast) -> dict[str, float]:
-    """Mean losses over the validation split, with a fixed z draw so runs compare exactly."""
-    model.eval()
-    gen = torch.Generator(device=device).manual_seed(0)
-    totals: dict[str, float] = {}
-    n = 0
-    with torch.no_grad(), autocast():
-        for i, lo in enumerate(range(0, len(x_val), batch_size)):
-            if max_batches and i >= max_batches:
-                break
-            x = x_val[lo:lo + batch_size]
-            heads, mu, sigma = model(x, generator=gen)
-            for k, v in losses(heads, x, mu, sigma, cfg).items():
-                totals[k] = totals.get(k, 0.0) + float(v) * len(x)
-            n += len(x)
-    model.train()
-    return {k: v / max(n, 1) for k, v in totals.items()}
-
-
+# --- logging ------------------------------------------------------------------------------------
 class Logger:
     """CSV always (the loss-curve PNG reads it); TensorBoard when it is installed."""
 
@@ -155,15 +328,44 @@ class Logger:
             self.tb.close()
 
 
+def open_logger(run_dir: Path, step: int, resume: bool) -> Logger:
+    if resume:  # rows a killed run logged past its checkpoint are logged again from here
+        dropped = drop_metrics_after_step(run_dir, step)
+        if dropped:
+            _say(f"dropped {dropped} metrics.csv row(s) logged after step {step}")
+    return Logger(run_dir, purge_step=step + 1 if resume else None)
+
+
+class Throughput:
+    """Examples per second between log lines."""
+
+    def __init__(self):
+        self.t_last_s = time.perf_counter()
+        self.examples = 0
+
+    def add(self, examples: int) -> None:
+        self.examples += examples
+
+    def take(self) -> float:
+        now_s = time.perf_counter()
+        rate = self.examples / max(now_s - self.t_last_s, 1e-9)
+        self.t_last_s, self.examples = now_s, 0
+        return rate
+
+
 def plot_loss_curve(run_dir: Path) -> Path | None:
+    """loss_curve.png from metrics.csv; None without matplotlib. Figure API, no pyplot: no
+    global backend switch or figure registry in the training process."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for split, style in (("train", "-"), ("validation", "o-")):
         pts = [(int(r["step"]), float(r["loss"]), float(r["recon"]), float(r["kl"]))
                for r in rows if r["split"] == split]
@@ -182,186 +384,107 @@ def plot_loss_curve(run_dir: Path) -> Path | None:
     fig.tight_layout()
     path = run_dir / "loss_curve.png"
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
+# --- the loop -----------------------------------------------------------------------------------
 def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "groovae_4bar_small",
         model_overrides: dict | None = None, train_overrides: dict | None = None,
         resume: bool = False, device: str = "auto", threads: int = 0,
         progress: bool = True) -> dict:
     """Train (or continue) a run. Returns the final state summary."""
-    run_dir = Path(run_dir)
-    dist_info = _init_distributed()
+    # setup
+    dist_info = init_distributed()
     if threads:
         torch.set_num_threads(threads)
-    if resume:
-        preset, model_cfg, train_cfg, spec, data_dir_saved = load_run_config(run_dir)
-        data_dir = data_dir or data_dir_saved
-        if train_overrides:  # e.g. a longer max_steps or time budget for the continuation
-            train_cfg = replace(train_cfg, **train_overrides)
-    else:
-        p = get_preset(preset)
-        model_cfg = replace(p.model, **(model_overrides or {}))
-        train_cfg = replace(p.train, **(train_overrides or {}))
-        spec = spec_for(model_cfg, model_name="groovae", preset=preset,
-                        training_data="Groove MIDI Dataset v1.0.0 (CC BY 4.0), 4/4 windows",
-                        run_id=run_dir.name)
-        if dist_info.main:
-            if (run_dir / "config.json").exists():
-                raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
-            save_run_config(run_dir, preset, model_cfg, train_cfg, spec, str(data_dir))
-    if data_dir is None:
-        raise ValueError("no prepared dataset given (--data DATASET_DIR)")
+    plan = plan_run(Path(run_dir), data_dir, preset, model_overrides, train_overrides, resume,
+                    dist_info)
+    cfg, run_dir = plan.train_cfg, plan.run_dir
     if dist_info.main:
-        stale = clean_stale_temp_files(run_dir)
-        if stale:
-            _say(f"removed {len(stale)} stale temp file(s) of interrupted writes: "
-                 + ", ".join(str(p.relative_to(run_dir)) for p in stale))
-    state = _resume_state(run_dir, dist_info) if resume else None
-    dev = _pick_device(device, dist_info)
+        clean_run_folder(run_dir)
+    state = load_resume_state(run_dir, dist_info) if resume else None
+    dev = pick_device(device, dist_info)
     use_bf16 = dev.type == "cuda"
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
 
-    train_p, _ = load_split(data_dir, "train")
-    val_p, _ = load_split(data_dir, "validation")
-    if len(train_p) == 0:
-        raise ValueError(f"{data_dir}: the train split is empty")
-    x_train = torch.from_numpy(train_p.to_flat()).to(dev)  # (N, T, 27)
-    x_val = torch.from_numpy(val_p.to_flat()).to(dev)
-
-    torch.manual_seed(train_cfg.seed + dist_info.rank)
-    model = GrooVAE(model_cfg).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.learning_rate)
-    step, best_val, elapsed_s, examples = 0, math.inf, 0.0, 0
-    if state is not None:  # loaded on the CPU: the RNG setters want CPU tensors, and
-        # load_state_dict moves weights and optimizer moments onto the model's device
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError) as e:
-            raise CheckpointError(f"{run_dir}: the checkpoint does not fit config.json "
-                                  f"({describe_mismatch(e)})") from None
-        step, best_val = state["step"], state["best_val"]
-        elapsed_s, examples = state["elapsed_s"], state["examples"]
-        torch.set_rng_state(state["rng"][dist_info.rank % len(state["rng"])])
-        if use_bf16 and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
+    # data, model, optimizer, resume
+    x_train, x_val = load_data(plan.data_dir, dev)
+    model, optimizer = model_and_optimizer(plan, dev, dist_info)
+    done = Progress() if state is None else restore(state, model, optimizer, dist_info,
+                                                    use_bf16, run_dir)
     ddp_model = model
     if dist_info.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    logger = None
-    if dist_info.main:
-        if resume:  # rows a killed run logged past its checkpoint are logged again from here
-            dropped = drop_metrics_after_step(run_dir, step)
-            if dropped:
-                _say(f"dropped {dropped} metrics.csv row(s) logged after step {step}")
-        logger = Logger(run_dir, purge_step=step + 1 if resume else None)
+    logger = open_logger(run_dir, done.step, resume) if dist_info.main else None
     stop = StopFlag()
     stop.install()
-
-    def checkpoint(tag: str = "") -> None:
-        # Every rank's RNG is gathered so a resumed DDP run continues each stream.
-        rng = [torch.get_rng_state()]
-        if dist_info.world > 1:
-            rng = [None] * dist_info.world
-            dist.all_gather_object(rng, torch.get_rng_state())
-        if not dist_info.main:
-            return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "best_val": best_val, "elapsed_s": elapsed_s, "examples": examples, "rng": rng,
-                 "cuda_rng": torch.cuda.get_rng_state() if use_bf16 else None}
-        save_checkpoint_atomic(run_dir / "checkpoints" / f"step_{step:08d}.pt", state)
-        rotate_checkpoints(run_dir, train_cfg.keep_last)
-
     if dist_info.main:
-        print(f"groove-train: {preset} ({count_parameters(model) / 1e6:.2f} M params, "
-              f"{model_cfg.continuous_head} head) on {dev}, {len(x_train)} train / "
-              f"{len(x_val)} validation windows, world {dist_info.world}, "
-              f"{'resuming at step ' + str(step) if resume else 'new run'} -> {run_dir}",
-              file=sys.stderr, flush=True)
+        _say(f"{plan.preset} ({count_parameters(model) / 1e6:.2f} M params, "
+             f"{plan.model_cfg.continuous_head} head) on {dev}, {len(x_train)} train / "
+             f"{len(x_val)} validation windows, world {dist_info.world}, "
+             f"{'resuming at step ' + str(done.step) if resume else 'new run'} -> {run_dir}")
     bar = None
     if progress and dist_info.main:
         from tqdm import tqdm
-        bar = tqdm(total=train_cfg.max_steps, initial=step, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.max_steps, initial=done.step, unit="step", dynamic_ncols=True)
 
     model.train()
-    t_last = time.perf_counter()
-    ex_since = 0
-    t_start_s = time.perf_counter() - elapsed_s
+    rate = Throughput()
+    t_start_s = time.perf_counter() - done.elapsed_s
     stopped_by = ""
-    while step < train_cfg.max_steps:
-        idx = torch.from_numpy(batch_indices(len(x_train), train_cfg.batch_size, train_cfg.seed,
-                                             step, dist_info)).to(dev)
-        x = x_train[idx]
-        lr = learning_rate(train_cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast():
-            heads, mu, sigma = ddp_model(x)
-            terms = losses({k: v.float() for k, v in heads.items()}, x, mu.float(), sigma.float(),
-                           model_cfg)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                         train_cfg.grad_clip_norm))
-        if math.isfinite(grad_norm) and grad_norm <= train_cfg.grad_norm_reset:
-            optimizer.step()
-        # else: Magenta zeroes such an update; the step still counts.
-        step += 1
-        examples += train_cfg.batch_size
-        ex_since += train_cfg.batch_size
-        elapsed_s = time.perf_counter() - t_start_s
+    while done.step < cfg.max_steps:
+        # one train step
+        idx = torch.from_numpy(batch_indices(len(x_train), cfg.batch_size, cfg.seed, done.step,
+                                             dist_info)).to(dev)
+        lr = learning_rate(cfg, done.step)
+        terms, grad_norm = train_step(ddp_model, model, optimizer, x_train[idx], lr, plan,
+                                      autocast)
+        done.step += 1
+        done.examples += cfg.batch_size
+        rate.add(cfg.batch_size)
+        done.elapsed_s = time.perf_counter() - t_start_s
 
-        if dist_info.main and (step % train_cfg.log_every == 0 or step == 1):
-            now = time.perf_counter()
-            eps = ex_since / max(now - t_last, 1e-9)
-            t_last, ex_since = now, 0
+        # log
+        if dist_info.main and (done.step % cfg.log_every == 0 or done.step == 1):
             scalars = {k: float(v.detach()) for k, v in terms.items()}
-            scalars.update(lr=lr, grad_norm=grad_norm, examples_per_s=eps)
-            logger.log(step, "train", scalars)
+            scalars.update(lr=lr, grad_norm=grad_norm, examples_per_s=rate.take())
+            logger.log(done.step, "train", scalars)
             if bar is not None:
                 bar.set_postfix(loss=f"{scalars['loss']:.1f}", kl=f"{scalars['kl']:.1f}",
-                                ex_s=f"{eps:.0f}")
+                                ex_s=f"{scalars['examples_per_s']:.0f}")
         if bar is not None:
             bar.update(1)
 
-        # Agree on stopping across ranks, so every rank checkpoints/leaves at the same step.
-        want_stop = bool(stop.reason) or (train_cfg.max_minutes > 0
-                                          and elapsed_s >= 60 * train_cfg.max_minutes)
-        if dist_info.world > 1:
-            flag = torch.tensor([int(want_stop)], device=dev)
-            dist.all_reduce(flag)
-            want_stop = bool(flag.item())
-        last = want_stop or step >= train_cfg.max_steps
-        if step % train_cfg.eval_every == 0 or last:
+        want_stop = agree_to_stop(bool(stop.reason) or (
+            cfg.max_minutes > 0 and done.elapsed_s >= 60 * cfg.max_minutes), dist_info, dev)
+        last = want_stop or done.step >= cfg.max_steps
+
+        # evaluate
+        if done.step % cfg.eval_every == 0 or last:
             if dist_info.main:
-                val = _validate(model, x_val, model_cfg, 256, train_cfg.eval_batches, dev, autocast)
-                logger.log(step, "validation", val)
-                if val["loss"] < best_val:
-                    best_val = val["loss"]
-                    save_checkpoint_atomic(run_dir / "best.pt",
-                                           {"model": model.state_dict(), "step": step,
-                                            "val": val})
+                val = evaluate(model, x_val, plan.model_cfg, EVAL_BATCH_SIZE, cfg.eval_batches,
+                               dev, autocast)
+                logger.log(done.step, "validation", val)
+                if val["loss"] < done.best_val:
+                    done.best_val = val["loss"]
+                    save_best(plan, model, done.step, val)
                 plot_loss_curve(run_dir)
                 if bar is not None:
-                    bar.write(f"step {step}: validation loss {val['loss']:.2f} (recon "
-                              f"{val['recon']:.2f}, KL {val['kl']:.1f}), best {best_val:.2f}")
-            if dist_info.world > 1:
-                # rank 0's best_val is the one saved; keep ranks in step
-                obj = [best_val]
-                dist.broadcast_object_list(obj, src=0)
-                best_val = obj[0]
-        if step % train_cfg.checkpoint_every == 0 or last:
-            checkpoint()
+                    bar.write(f"step {done.step}: validation loss {val['loss']:.2f} (recon "
+                              f"{val['recon']:.2f}, KL {val['kl']:.1f}), best {done.best_val:.2f}")
+            done.best_val = share_best_val(done.best_val, dist_info)
+
+        # checkpoint
+        if done.step % cfg.checkpoint_every == 0 or last:
+            save_training_checkpoint(plan, model, optimizer, done, dist_info, use_bf16)
         if want_stop:
             stopped_by = stop.reason or "time budget"
             break
 
+    # teardown
     stop.restore()
     if bar is not None:
         bar.close()
@@ -370,12 +493,10 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
     if dist_info.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    summary = {"step": step, "best_val": best_val, "elapsed_s": elapsed_s, "examples": examples,
-               "stopped_by": stopped_by, "run_dir": str(run_dir)}
     if dist_info.main:
         how = f"stopped by {stopped_by}" if stopped_by else "finished"
-        print(f"groove-train: {how} at step {step} after {elapsed_s / 60:.1f} min; best validation "
-              f"loss {best_val:.2f}; checkpoint in {run_dir}"
-              + ("; continue with --resume" if stopped_by and stopped_by != "time budget" else ""),
-              file=sys.stderr, flush=True)
-    return summary
+        _say(f"{how} at step {done.step} after {done.elapsed_s / 60:.1f} min; best validation "
+             f"loss {done.best_val:.2f}; checkpoint in {run_dir}"
+             + ("; continue with --resume" if stopped_by and stopped_by != "time budget" else ""))
+    return {"step": done.step, "best_val": done.best_val, "elapsed_s": done.elapsed_s,
+            "examples": done.examples, "stopped_by": stopped_by, "run_dir": str(run_dir)}

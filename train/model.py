@@ -1,20 +1,25 @@
-"""GrooVAE in PyTorch: BiLSTM encoder, z-conditioned LSTM decoder, losses with free bits."""
+"""GrooVAE in PyTorch: BiLSTM encoder, z-conditioned LSTM decoder, losses with free bits.
+
+The model of spec kind "groovae". It is built from (ModelConfig, ModelSpec): the config gives
+the network's sizes, the spec the data's shape (steps, drum voices).
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from groove_live.spec import ModelSpec
+
+from .config import ModelConfig, spec_for
 
 MIN_SIGMA = 0.01  # floor of the Gaussian head's std (in each value's loss scale)
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, spec: ModelSpec):
         super().__init__()
-        step_size = 3 * cfg.n_drums
-        self.rnn = nn.LSTM(step_size, cfg.enc_rnn_sizes[0], num_layers=len(cfg.enc_rnn_sizes),
+        self.rnn = nn.LSTM(spec.step_size, cfg.enc_rnn_sizes[0], num_layers=len(cfg.enc_rnn_sizes),
                            batch_first=True, bidirectional=True)
         hidden = 2 * cfg.enc_rnn_sizes[-1]
         self.mu = nn.Linear(hidden, cfg.z_size)
@@ -29,22 +34,23 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """LSTM stack; z feeds the initial state (tanh(dense(z))) and every step's input."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, spec: ModelSpec):
         super().__init__()
         sizes = cfg.dec_rnn_sizes
         if len(set(sizes)) != 1:
             raise ValueError("decoder layers must share one size (nn.LSTM stack)")
         self.cfg = cfg
-        self.n_drums = cfg.n_drums
+        self.steps = spec.steps
+        self.n_drums = c = spec.n_drums
         self.hidden = sizes[0]
         self.layers = len(sizes)
         self.gaussian = cfg.continuous_head == "gaussian"
         self.init = nn.Linear(cfg.z_size, 2 * self.layers * self.hidden)
         self.input_dropout = nn.Dropout(cfg.dropout)
-        self.rnn = nn.LSTM(3 * cfg.n_drums + cfg.z_size, self.hidden, num_layers=self.layers,
+        self.rnn = nn.LSTM(3 * c + cfg.z_size, self.hidden, num_layers=self.layers,
                            batch_first=True, dropout=cfg.dropout if self.layers > 1 else 0.0)
         # mean: hit logit, velocity, offset per drum; gaussian adds a std for the last two.
-        self.out = nn.Linear(self.hidden, (5 if self.gaussian else 3) * cfg.n_drums)
+        self.out = nn.Linear(self.hidden, (5 if self.gaussian else 3) * c)
 
     def initial_state(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = torch.tanh(self.init(z))  # (B, 2 * L * H)
@@ -106,7 +112,7 @@ class Decoder(nn.Module):
     def sample(self, z: torch.Tensor, temperature: float = 1.0, greedy: bool = False,
                generator: torch.Generator | None = None, hit_noise=None, cont_noise=None):
         """Free-running decode of all steps; noise (B, T, C) / (B, T, 2C) may be given."""
-        b, t, c = z.shape[0], self.cfg.steps, self.n_drums
+        b, t, c = z.shape[0], self.steps, self.n_drums
         if hit_noise is None:
             hit_noise = torch.rand((b, t, c), generator=generator, device=z.device)
         if cont_noise is None:
@@ -125,11 +131,20 @@ class Decoder(nn.Module):
 
 
 class GrooVAE(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, spec: ModelSpec | None = None):
+        """spec: the data's shape (default: the 4-bar, 9-drum GrooVAE spec); its z_size and
+        continuous_head must be the config's."""
         super().__init__()
+        spec = spec_for(cfg) if spec is None else spec
+        if spec.kind != "groovae":
+            raise ValueError(f"GrooVAE is the model of kind 'groovae', not {spec.kind!r}")
+        if (spec.z_size, spec.continuous_head) != (cfg.z_size, cfg.continuous_head):
+            raise ValueError(f"spec z_size/continuous_head {spec.z_size}/{spec.continuous_head} "
+                             f"differ from the config's {cfg.z_size}/{cfg.continuous_head}")
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        self.spec = spec
+        self.encoder = Encoder(cfg, spec)
+        self.decoder = Decoder(cfg, spec)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)
@@ -175,7 +190,7 @@ def _gaussian_nll(x, mean, std):
 def losses(heads: dict[str, torch.Tensor], targets: torch.Tensor, mu: torch.Tensor,
            sigma: torch.Tensor, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Per-term losses, each summed over steps and channels and averaged over the batch."""
-    c = cfg.n_drums
+    c = heads["hit_logits"].shape[-1]  # drum voices
     hits, vel, off = targets[..., :c], targets[..., c:2 * c], targets[..., 2 * c:]
     hit_loss = F.binary_cross_entropy_with_logits(heads["hit_logits"], hits, reduction="none")
     hit_loss = hit_loss.sum(dim=(1, 2)).mean()
@@ -205,3 +220,18 @@ def losses(heads: dict[str, torch.Tensor], targets: torch.Tensor, mu: torch.Tens
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# The torch model of each spec kind groove-train can build; a new kind adds its module's class
+# here (see docs/adding-a-model.md).
+MODELS = {"groovae": GrooVAE}
+
+
+def build_model(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
+    """The model of the spec's kind; ValueError names the kinds groove-train can build."""
+    try:
+        model_class = MODELS[spec.kind]
+    except KeyError:
+        raise ValueError(f"a {spec.kind!r} model, which groove-train cannot build (it builds: "
+                         f"{', '.join(MODELS)})") from None
+    return model_class(cfg, spec)

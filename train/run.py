@@ -7,6 +7,10 @@ Layout:
   best.pt              lowest validation loss so far
   metrics.csv, tb/, loss_curve.png
 
+Every checkpoint also carries the spec (JSON text) and the model's hyper-parameters
+("model_args", nanoGPT's name), so a `.pt` alone rebuilds its model: `model_from_checkpoint`.
+Checkpoints written before that still load, through the config.json and spec.json beside them.
+
 Checkpoints hold only tensors and plain data (dicts, lists, numbers, strings, None) and are read
 with `torch.load(weights_only=True)`: a run folder is something people share, and a pickle from
 it must never run code here.
@@ -27,7 +31,7 @@ from groove_live.spec import ModelSpec
 
 from .config import (ModelConfig, TrainConfig, model_config_from_dict, to_dict,
                      train_config_from_dict)
-from .model import GrooVAE
+from .model import GrooVAE, build_model
 
 CHECKPOINT_RE = re.compile(r"step_(\d+)\.pt$")
 # What fit needs to continue; best.pt holds only "model", "step" and "val".
@@ -56,6 +60,11 @@ def save_run_config(run_dir: Path, preset: str, model: ModelConfig, train: Train
     write_json_atomic(run_dir / "config.json", {"preset": preset, "model": to_dict(model),
                                                 "train": to_dict(train), "data": data})
     (run_dir / "spec.json").write_text(spec.to_json())
+
+
+def model_header(model_cfg: ModelConfig, spec: ModelSpec) -> dict:
+    """What a checkpoint needs besides weights to rebuild its model, as plain data."""
+    return {"spec": spec.to_json(), "model_args": to_dict(model_cfg)}
 
 
 def load_run_config(run_dir: str | Path) -> tuple[str, ModelConfig, TrainConfig, ModelSpec, str]:
@@ -269,18 +278,50 @@ def weights_path(run_dir: str | Path, which: str = "best") -> Path:
     return latest
 
 
+def _header_of(path: Path, state: dict) -> tuple[ModelConfig, ModelSpec, str]:
+    """(model config, spec, where they came from) of a checkpoint: its own header, or for an
+    older checkpoint without one the run folder it sits in (beside it, or one folder up)."""
+    if "spec" in state or "model_args" in state:
+        try:
+            if not isinstance(state.get("model_args"), dict):
+                raise TypeError("model_args is not a dict")
+            return (model_config_from_dict(state["model_args"]), ModelSpec.from_json(state["spec"]),
+                    "its own spec")
+        except (KeyError, TypeError, ValueError) as e:  # SpecError is a ValueError
+            raise CheckpointError(f"{path}: its spec or model_args are unusable ({e})") from None
+    for run_dir in (path.parent, path.parent.parent):
+        if (run_dir / "config.json").is_file():
+            _, model_cfg, _, spec, _ = load_run_config(run_dir)
+            return model_cfg, spec, "config.json"
+    raise CheckpointError(f"{path}: has no spec of its own (an older checkpoint) and no "
+                          "config.json beside it")
+
+
+def model_from_checkpoint(path: str | Path, map_location="cpu"
+                          ) -> tuple[GrooVAE, ModelConfig, ModelSpec, dict]:
+    """Rebuild a model from one `.pt` file, in eval mode: (model, config, spec, state)."""
+    path = Path(path)
+    state = load_checkpoint_safely(path, map_location=map_location)
+    model_cfg, spec, source = _header_of(path, state)
+    try:
+        model = build_model(model_cfg, spec)
+    except ValueError as e:  # a kind not built here, or an older run's spec.json and
+        # config.json that disagree
+        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # weights of another shape than the spec/config say
+        raise CheckpointError(f"{path}: the weights do not fit "
+                              f"{source} ({describe_mismatch(e)})") from None
+    model.eval()
+    return model, model_cfg, spec, state
+
+
 def load_model(run_dir: str | Path, which: str = "best", map_location="cpu"
                ) -> tuple[GrooVAE, ModelConfig, ModelSpec]:
     """Rebuild the model from the run folder alone, in eval mode."""
-    _, model_cfg, _, spec, _ = load_run_config(run_dir)
+    load_run_config(run_dir)  # a missing or foreign run folder is named as such
     path = weights_path(run_dir, which)
-    state = load_checkpoint_safely(path, map_location=map_location)
-    model = GrooVAE(model_cfg)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:  # weights of another shape than config.json's
-        raise CheckpointError(f"{path}: the weights do not fit "
-                              f"config.json ({describe_mismatch(e)})") from None
-    model.eval()
+    model, model_cfg, spec, state = model_from_checkpoint(path, map_location)
     spec = spec.replace(run_id=f"{Path(run_dir).resolve().name}@step{state.get('step', 0)}")
     return model, model_cfg, spec

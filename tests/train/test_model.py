@@ -47,7 +47,7 @@ def _heads(c, logit, vel, off):
 
 
 def test_mean_head_losses_by_hand():
-    cfg = ModelConfig(n_drums=2, steps_per_bar=1, bars=1, z_size=1, free_bits=0, beta=1.0)
+    cfg = ModelConfig(z_size=1, free_bits=0, beta=1.0)
     target = torch.tensor([[[1.0, 0.0, 0.5, 0.0, 0.25, 0.0]]])  # hits, velocities, offsets
     out = losses(_heads(2, 0.0, 0.5, 0.0), target, torch.zeros(1, 1), torch.ones(1, 1), cfg)
     assert out["hit_loss"].item() == pytest.approx(2 * math.log(2))  # BCE at p = 0.5, 2 cells
@@ -58,7 +58,7 @@ def test_mean_head_losses_by_hand():
 
 
 def test_gaussian_head_only_scores_true_hits():
-    cfg = ModelConfig(n_drums=2, steps_per_bar=1, bars=1, z_size=1, continuous_head="gaussian")
+    cfg = ModelConfig(z_size=1, continuous_head="gaussian")
     target = torch.tensor([[[1.0, 0.0, 0.5, 0.9, 0.25, -0.3]]])  # cell 2 is silent: ignored
     heads = _heads(2, 0.0, 0.5, 0.0)
     heads["velocity_std"] = torch.full((1, 1, 2), 0.1)
@@ -70,7 +70,7 @@ def test_gaussian_head_only_scores_true_hits():
 
 
 def test_free_bits_subtract_from_the_summed_kl():
-    cfg = ModelConfig(n_drums=1, steps_per_bar=1, bars=1, z_size=4, free_bits=2.0, beta=0.5)
+    cfg = ModelConfig(z_size=4, free_bits=2.0, beta=0.5)
     target = torch.zeros(2, 1, 3)
     heads = _heads(1, -20.0, 0.0, 0.0)
     heads = {k: v.expand(2, 1, 1) for k, v in heads.items()}
@@ -108,3 +108,19 @@ def test_gaussian_sampling_spreads_values_around_the_mean():
         _, v_samp, _ = model.decoder.sample(z, hit_noise=hit_noise, cont_noise=torch.randn(64, 64, 18, generator=g))
     assert v_mean[:, 0].std(dim=0).max().item() < 1e-6  # same z, no noise: identical
     assert v_samp[:, 0].std(dim=0).min().item() > 1e-3
+
+
+def test_the_spec_gives_the_data_shape_and_the_config_the_network():
+    from groove_live.spec import DEFAULT_SPEC
+    from groove_live.train.config import spec_for
+    from groove_live.train.model import build_model
+    two_bars = spec_for(TINY, DEFAULT_SPEC.replace(bars=2, drums=DEFAULT_SPEC.drums[:3]))
+    model = build_model(TINY, two_bars).eval()
+    heads, mu, _ = model(torch.rand(2, 32, 9))  # (B, 2 bars x 16 steps, 3 x 3 voices)
+    assert heads["hit_logits"].shape == (2, 32, 3) and mu.shape == (2, TINY.z_size)
+    with torch.no_grad():
+        assert model.decoder.sample(mu)[0].shape == (2, 32, 3)
+    with pytest.raises(ValueError, match="differ from the config"):
+        GrooVAE(TINY, two_bars.replace(z_size=TINY.z_size + 1))
+    with pytest.raises(ValueError, match="cannot build"):
+        build_model(TINY, two_bars.replace(kind="pitched"))
