@@ -19,9 +19,9 @@ def main() -> None:
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(),
               help="Run folder written by `groove-train fit`.")
-@click.option("--out", "out_path", required=True, type=click.Path(),
+@click.option("--out", "out_path", default=None, type=click.Path(),
               help="Decoder file to write (NAME.onnx); the encoder goes beside it as "
-                   "NAME.encoder.onnx.")
+                   "NAME.encoder.onnx. Default: in the run folder, RUN/MODEL.VARIANT.onnx.")
 @click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
               help="Weights: best on validation, or the latest checkpoint.")
 @click.option("--variant", default="fp32", show_default=True,
@@ -40,9 +40,10 @@ def onnx(run_dir, out_path, which, variant):
         click.echo(f"groove-export: {message}", err=True)
 
     try:
-        export_run(run_dir, out_path, which=which, variant=variant, log=log)
+        result = export_run(run_dir, out_path, which=which, variant=variant, log=log)
     except (ExportError, VerificationError) as e:
         _fail(str(e))
+    click.echo(str(result.decoder_path))  # stdout: the path alone, for scripts
 
 
 if __name__ == "__main__":

@@ -97,19 +97,28 @@ def _save(model: onnx.ModelProto, staged: Path, final: Path) -> None:
         raise _cannot_write(final, e) from None
 
 
-def export_run(run_dir: str | Path, out_path: str | Path, which: str = "best",
+def default_out_path(run_dir: str | Path, spec: ModelSpec, variant: str) -> Path:
+    """Where an export goes unless told: inside its run folder, named by model and variant
+    (RUN/groovae.int8.onnx), so exports never litter the current folder or overwrite each
+    other."""
+    return Path(run_dir) / f"{spec.model_name}.{variant}.onnx"
+
+
+def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: str = "best",
                variant: str = "fp32", log: Callable[[str], None] | None = None) -> ExportResult:
-    """Export, verify, then move into place. Nothing is written at out_path on failure."""
+    """Export, verify, then move into place. Nothing is written at out_path on failure.
+    out_path None: `default_out_path` in the run folder."""
     log = log or (lambda message: None)
     t0 = time.perf_counter()
-    run_dir, out_path = Path(run_dir), Path(out_path)
+    run_dir = Path(run_dir)
     if variant not in VARIANTS:
         raise ExportError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-    if out_path.suffix != ".onnx":
+    if out_path is not None and Path(out_path).suffix != ".onnx":
         raise ExportError(f"{out_path}: the model path must end in .onnx")
     stages = 5 if variant == "fp32" else 6
 
     model, cfg, spec, source = _load(run_dir, which)
+    out_path = Path(out_path) if out_path is not None else default_out_path(run_dir, spec, variant)
     log(f"[1/{stages}] run {run_dir}: {source.name} ({spec.run_id}), preset {spec.preset or '?'}"
         f", {cfg.continuous_head} head, z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}")
 

@@ -380,6 +380,9 @@ def pattern_to_midi(pattern: Patterns, spec: ModelSpec, bpm: float = DEFAULT_BPM
     tpb = WRITE_TICKS_PER_BEAT
     ticks_per_step = tpb * spec.beats_per_bar / spec.steps_per_bar
     note_ticks = max(1, round(NOTE_LENGTH_STEPS * ticks_per_step))
+    # The file ends on the phrase's last bar line, not at its last note-off, so a DAW sees a
+    # clip of exactly the phrase's bars and loops it without a gap or a cut.
+    end_tick = round(p.steps * ticks_per_step)
     events: list[tuple[int, int, int, int]] = []  # (tick, order, pitch, midi_velocity)
     steps, drums = np.nonzero(p.hits[0])
     for step, drum in zip(steps, drums):
@@ -388,7 +391,8 @@ def pattern_to_midi(pattern: Patterns, spec: ModelSpec, bpm: float = DEFAULT_BPM
         midi_velocity = int(np.clip(round(float(p.velocities[0, step, drum]) * 127), 1, 127))
         pitch = spec.drums[drum].out_pitch
         events.append((tick, 1, pitch, midi_velocity))
-        events.append((tick + note_ticks, 0, pitch, 0))  # note-offs sort before note-ons
+        # Note-offs sort before note-ons; none runs past the phrase (see end_tick below).
+        events.append((min(tick + note_ticks, end_tick), 0, pitch, 0))
     events.sort()
     track = mido.MidiTrack()
     track.append(mido.MetaMessage("track_name", name=name, time=0))
@@ -401,7 +405,7 @@ def pattern_to_midi(pattern: Patterns, spec: ModelSpec, bpm: float = DEFAULT_BPM
         track.append(mido.Message(kind, channel=DRUM_CHANNEL, note=pitch,
                                   velocity=midi_velocity if is_on else 0, time=tick - now))
         now = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
+    track.append(mido.MetaMessage("end_of_track", time=end_tick - now))
     midi = mido.MidiFile(type=0, ticks_per_beat=tpb)
     midi.tracks.append(track)
     return midi

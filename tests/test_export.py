@@ -101,6 +101,21 @@ def test_cli_prints_a_line_per_stage(toy_export, tmp_path):
     assert len(stages) == 5 and "[5/5] wrote" in stages[-1]
     assert out.is_file() and (tmp_path / "m.encoder.onnx").is_file()
 
+    assert result.stdout.strip() == str(out)
+
+
+def test_without_out_the_export_lands_in_its_run_folder(toy_export, tmp_path, monkeypatch):
+    toy = toy_export("mean")
+    run = tmp_path / "run"
+    shutil.copytree(toy.run_dir, run)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(export_main, ["onnx", "--run", str(run), "--variant", "int8"])
+    assert result.exit_code == 0, result.output
+    want = run / f"{toy.result.spec.model_name}.int8.onnx"
+    assert result.stdout.strip() == str(want)
+    assert want.is_file() and want.with_name(want.name[:-len(".onnx")] + ".encoder.onnx").is_file()
+    assert not list(tmp_path.glob("*.onnx"))  # nothing in the current folder
+
 
 @pytest.fixture
 def export_fails(one_line_failure):

@@ -349,3 +349,27 @@ def test_cli_turns_each_bad_file_into_one_line_and_exit_2(tmp_path, toy_model_pa
                                        str(toy_model_path), "--out", str(tmp_path)])
     line = one_line_failure(result, "groove-live")
     assert result.exit_code == 2 and str(bad) in line and "0 ticks per beat" in line
+
+
+def test_written_files_end_on_the_phrases_last_bar_line(tmp_path):
+    """A DAW must see a clip of exactly the phrase's bars: 4 bars at 120 BPM are 8.0 s, even
+    when the last note is early, late or missing, and no note-off runs past the end."""
+    import mido
+
+    from groove_live.midi_io import pattern_to_midi
+    from groove_live.pattern import Patterns
+    from groove_live.spec import DEFAULT_SPEC as spec
+
+    for last_step, offset in [(spec.steps - 1, 0.45), (spec.steps - 1, -0.3), (10, 0.0), (None, 0)]:
+        p = Patterns.empty(1, spec)
+        if last_step is not None:
+            p.hits[0, last_step, 0] = 1
+            p.velocities[0, last_step, 0] = 0.8
+            p.offsets[0, last_step, 0] = offset
+        midi = pattern_to_midi(p, spec, bpm=120.0)
+        path = tmp_path / "clip.mid"
+        midi.save(path)
+        again = mido.MidiFile(path)
+        assert again.length == pytest.approx(8.0, abs=1e-6), (last_step, offset)
+        end = sum(m.time for m in again.tracks[0])
+        assert end == 4 * 4 * again.ticks_per_beat

@@ -62,6 +62,7 @@ def prepare(data_dir, out_dir, meters, beat_types, bars, hop_bars, force):
 @click.option("--dropout", type=float)
 @click.option("--eval-every", type=int)
 @click.option("--checkpoint-every", type=int)
+@click.option("--log-every", type=int, help="Steps between metrics.csv rows.")
 @click.option("--keep-last", type=int)
 @click.option("--seed", type=int)
 @click.option("--resume", is_flag=True,
@@ -72,7 +73,7 @@ def prepare(data_dir, out_dir, meters, beat_types, bars, hop_bars, force):
 @click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")
 @click.option("--no-progress", is_flag=True)
 def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, learning_rate,
-        dropout, eval_every, checkpoint_every, keep_last, seed, resume, device, threads,
+        dropout, eval_every, checkpoint_every, log_every, keep_last, seed, resume, device, threads,
         no_progress):
     """Train a GrooVAE; SIGINT/SIGTERM checkpoint before leaving, --resume continues exactly."""
     from .data import DataError
@@ -84,7 +85,8 @@ def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, lea
     train_over = {k: v for k, v in {
         "max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size,
         "learning_rate": learning_rate, "eval_every": eval_every,
-        "checkpoint_every": checkpoint_every, "keep_last": keep_last, "seed": seed}.items()
+        "checkpoint_every": checkpoint_every, "log_every": log_every, "keep_last": keep_last,
+        "seed": seed}.items()
         if v is not None}
     if resume and model_over:
         _fail("--head/--dropout cannot change on --resume (the weights fix the model)")

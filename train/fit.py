@@ -472,9 +472,14 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
                     done.best_val = val["loss"]
                     save_best(plan, model, done.step, val)
                 plot_loss_curve(run_dir)
+                # Also without a progress bar (--no-progress, logs): a long run must still
+                # say how it is doing at every validation.
+                line = (f"step {done.step}: validation loss {val['loss']:.2f} (recon "
+                        f"{val['recon']:.2f}, KL {val['kl']:.1f}), best {done.best_val:.2f}")
                 if bar is not None:
-                    bar.write(f"step {done.step}: validation loss {val['loss']:.2f} (recon "
-                              f"{val['recon']:.2f}, KL {val['kl']:.1f}), best {done.best_val:.2f}")
+                    bar.write(line)
+                else:
+                    _say(line)
             done.best_val = share_best_val(done.best_val, dist_info)
 
         # checkpoint

@@ -21,6 +21,11 @@ from groove_live.train.run import (CheckpointError, RunError, clean_stale_temp_f
                                    drop_metrics_after_step, load_model, save_checkpoint_atomic)
 
 GMD = Path(__file__).parents[1] / "fixtures" / "gmd"
+
+# The cadence these tests count on (validate and checkpoint every 5 steps, a metrics row
+# every step); the tiny preset's own default is coarser, so 300-step smoke runs stay fast.
+FINE_CADENCE = {"eval_every": 5, "checkpoint_every": 5, "log_every": 1}
+FINE_CADENCE_ARGS = ("--eval-every", "5", "--checkpoint-every", "5", "--log-every", "1")
 STEPS = 10  # the base run: checkpoints at 5 and 10, a train row every step, validation at 5, 10
 
 
@@ -28,7 +33,7 @@ STEPS = 10  # the base run: checkpoints at 5 and 10, a train row every step, val
 def base_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("checkpoints")
     prepare(GMD, root / "data", progress=False)
-    fit(root / "run", root / "data", "groovae_tiny", train_overrides={"max_steps": STEPS},
+    fit(root / "run", root / "data", "groovae_tiny", train_overrides={"max_steps": STEPS, **FINE_CADENCE},
         progress=False)
     return root / "run"
 

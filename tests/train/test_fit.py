@@ -14,6 +14,11 @@ from groove_live.train.data import prepare
 from groove_live.train.fit import fit
 from groove_live.train.run import latest_checkpoint, load_model
 
+# The cadence these tests count on (validate and checkpoint every 5 steps, a metrics row
+# every step); the tiny preset's own default is coarser, so 300-step smoke runs stay fast.
+FINE_CADENCE = {"eval_every": 5, "checkpoint_every": 5, "log_every": 1}
+FINE_CADENCE_ARGS = ("--eval-every", "5", "--checkpoint-every", "5", "--log-every", "1")
+
 GMD = Path(__file__).parents[1] / "fixtures" / "gmd"
 
 
@@ -29,11 +34,11 @@ def _weights(run_dir, which="latest"):
 
 
 def test_resume_continues_exactly(dataset, tmp_path):
-    fit(tmp_path / "straight", dataset, "groovae_tiny", train_overrides={"max_steps": 20},
+    fit(tmp_path / "straight", dataset, "groovae_tiny", train_overrides={"max_steps": 20, **FINE_CADENCE},
         progress=False)
-    fit(tmp_path / "split", dataset, "groovae_tiny", train_overrides={"max_steps": 10},
+    fit(tmp_path / "split", dataset, "groovae_tiny", train_overrides={"max_steps": 10, **FINE_CADENCE},
         progress=False)
-    fit(tmp_path / "split", None, resume=True, train_overrides={"max_steps": 20}, progress=False)
+    fit(tmp_path / "split", None, resume=True, train_overrides={"max_steps": 20, **FINE_CADENCE}, progress=False)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -47,7 +52,8 @@ def test_resume_continues_exactly(dataset, tmp_path):
 
 def test_validation_loss_falls_on_real_gmd(dataset, tmp_path):
     fit(tmp_path / "run", dataset, "groovae_tiny",
-        train_overrides={"max_steps": 80, "eval_every": 10, "learning_rate": 3e-3},
+        train_overrides={"max_steps": 80, "eval_every": 10, "eval_batches": 0,
+                         "checkpoint_every": 5, "learning_rate": 3e-3},
         progress=False)
     rows = [r for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))
             if r["split"] == "validation"]
@@ -76,7 +82,8 @@ def _wait_for_checkpoint(run_dir: Path, proc, min_step: int, timeout_s: float = 
 def test_sigterm_checkpoints_and_resume_goes_on(dataset, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(_cli("fit", "--data", str(dataset), "--run", str(run), "--preset",
-                                 "groovae_tiny", "--max-steps", "100000", "--no-progress"),
+                                 "groovae_tiny", "--max-steps", "100000", *FINE_CADENCE_ARGS,
+                                 "--no-progress"),
                             stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_checkpoint(run, proc, 5)
@@ -99,8 +106,8 @@ def test_sigterm_checkpoints_and_resume_goes_on(dataset, tmp_path):
 def test_kill_9_loses_at_most_one_checkpoint_interval(dataset, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(_cli("fit", "--data", str(dataset), "--run", str(run), "--preset",
-                                 "groovae_tiny", "--max-steps", "100000", "--checkpoint-every",
-                                 "3", "--no-progress"), stderr=subprocess.DEVNULL)
+                                 "groovae_tiny", "--max-steps", "100000", *FINE_CADENCE_ARGS,
+                                 "--checkpoint-every", "3", "--no-progress"), stderr=subprocess.DEVNULL)
     try:
         _wait_for_checkpoint(run, proc, 9)
         proc.kill()  # SIGKILL: no handler runs
@@ -134,3 +141,12 @@ def test_ddp_two_cpu_processes(dataset, tmp_path):
     state = torch.load(latest_checkpoint(run), weights_only=True)
     assert state["step"] == 6 and len(state["rng"]) == 2  # both ranks' RNG streams saved
     load_model(run, which="latest")
+
+
+def test_no_progress_still_says_each_validation(dataset, tmp_path):
+    r = subprocess.run(_cli("fit", "--data", str(dataset), "--run", str(tmp_path / "run"),
+                            "--preset", "groovae_tiny", "--max-steps", "10", "--eval-every", "5",
+                            "--no-progress"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "validation loss" in line]
+    assert [line.split(": ")[1] for line in said] == ["step 5", "step 10"], r.stderr
