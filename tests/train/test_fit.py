@@ -148,5 +148,5 @@ def test_no_progress_still_says_each_validation(dataset, tmp_path):
                             "--preset", "groovae_tiny", "--max-steps", "10", "--eval-every", "5",
                             "--no-progress"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    said = [line for line in r.stderr.splitlines() if "validation loss" in line]
+    said = [line for line in r.stderr.splitlines() if line.startswith("groove-train: step ")]
     assert [line.split(": ")[1] for line in said] == ["step 5", "step 10"], r.stderr
