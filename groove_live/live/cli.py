@@ -5,7 +5,8 @@ import time
 
 import click
 
-from .server import ServeConfig, ServeError, parse_address, serve as run_server
+from .guard import AddressRefused, parse_network
+from .server import ServeConfig, ServeError, resolve_address, serve as run_server
 
 
 def _echo(line: str) -> None:
@@ -50,10 +51,16 @@ def _midi_sinks(config: ServeConfig):
 @click.option("--port", default=57120, show_default=True, type=click.IntRange(0, 65535),
               help="UDP port for OSC requests (57120 is also sclang's: sclang then moves to 57121).")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Loopback only unless you say otherwise.")
+              help="Address to listen on. Loopback only unless you say otherwise "
+                   "(and only loopback senders are answered without --allow).")
+@click.option("--allow", "allows", multiple=True, metavar="NETWORK",
+              help="Also take requests from, and send to, this IPv4 network or address, e.g. "
+                   "192.168.1.0/24 (repeatable; broadcast and multicast addresses only when "
+                   "named; see docs/osc.md, Security).")
 @click.option("--bpm", default=120.0, show_default=True, type=click.FloatRange(20, 400))
 @click.option("--send", "sends", multiple=True, metavar="HOST:PORT",
-              help="Send /groove/hit and /groove/bar here (repeatable; Sonic Pi: 127.0.0.1:4560).")
+              help="Send /groove/hit and /groove/bar here (repeatable; Sonic Pi: 127.0.0.1:4560). "
+                   "A host name is resolved once, at start.")
 @click.option("--midi-virtual", metavar="NAME",
               help="Open a virtual MIDI port NAME (Ableton path; JACK on Linux without ALSA).")
 @click.option("--midi-out", metavar="PORT", help="Send MIDI to an existing port (name or prefix).")
@@ -74,15 +81,20 @@ def _midi_sinks(config: ServeConfig):
 @click.option("--quantize", type=click.Choice(["bar", "phrase"]), default="bar", show_default=True,
               help="Where changes land: the next bar or the next phrase start.")
 @click.option("--stopped", is_flag=True, help="Wait for /groove/start instead of playing at once.")
-def serve(port, host, bpm, sends, midi_virtual, midi_out, midi_clock, model, latency_ms, bundles,
-          bar_lookahead_ms, temperature, seed, quantize, stopped) -> None:
+def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, model, latency_ms,
+          bundles, bar_lookahead_ms, temperature, seed, quantize, stopped) -> None:
     """Play grooves live: OSC control in, OSC hits / bars and MIDI notes out."""
     t0 = time.monotonic()
     if midi_virtual and midi_out:
         _fail("choose one of --midi-virtual and --midi-out")
     try:
+        allow = tuple(parse_network(a) for a in allows)
+    except AddressRefused as e:
+        _fail(f"bad --allow: {e}")
+    try:
         config = ServeConfig(
-            host=host, port=port, bpm=bpm, sends=tuple(parse_address(s) for s in sends),
+            host=host, port=port, bpm=bpm, sends=tuple(resolve_address(s) for s in sends),
+            allow=allow,
             bundles=bundles, latency_s=latency_ms / 1000.0,
             bar_lookahead_s=bar_lookahead_ms / 1000.0, midi_virtual=midi_virtual,
             midi_out=midi_out, midi_clock=midi_clock, temperature=temperature, seed=seed,

@@ -1,27 +1,37 @@
 """The OSC API: datagram bytes in, validated calls on the server, ack/error replies out.
 
-Knows nothing about sockets (tests feed it bytes). Every message gets exactly one reply:
-`/groove/ack <address> ...` or `/groove/error <address> <reason>`. Handlers only validate
-and hand over (enqueue for the worker or the clock thread); they never decode or sleep.
+Knows nothing about sockets or address policy (tests feed it bytes; the server's guard
+decides whom to answer). Every message addressed to groove-live gets exactly one reply:
+`/groove/ack <address> ...` or `/groove/error <address> <reason>`, small enough for one
+datagram. Messages that are replies or outputs themselves, or meant for another program,
+get none: answering them is how reply loops start. Handlers only validate and hand over
+(enqueue for the worker or the clock thread); they never decode or sleep.
 """
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import build_msg
-
 from ..spec import ModelSpec
 from . import tempo
+from .guard import AddressRefused, parse_host
+from .osc_wire import IMPULSE, Message, WireError, decode_packet, encode_message
 
-MAX_MESSAGES_PER_PACKET = 64
 MAX_TEMPERATURE = 5.0
 MAX_BARS = 64  # longest interpolation / walk period
 MAX_LOOKAHEAD_MS = 2000.0
 SEED_LIMIT = 2**31
+MAX_ECHO_CHARS = 200  # echoed addresses and strings are cut to this
+MAX_REASON_CHARS = 300
+MAX_REPLY_BYTES = 8192  # well inside one UDP datagram; /groove/info is the largest (~1.5 KB)
+NAMESPACE = "/groove"
+# Our own outputs and replies: a groove-live (or this one) pointed at another must not answer.
+OUTPUT_ADDRESSES = frozenset({"/groove/ack", "/groove/error", "/groove/hit", "/groove/bar"})
+# How OSC programs commonly name replies and notifications (scsynth's /done, /fail, /synced,
+# /status.reply; generic /ack, /error, /reply): never answered, even under /groove/.
+REPLY_WORDS = frozenset({"ack", "error", "reply", "done", "fail", "failed", "synced",
+                         "response", "pong", "hit", "bar"})
 
 
 class ApiError(ValueError):
@@ -41,7 +51,7 @@ class Controls(Protocol):
     def stop_playing(self) -> None: ...
     def set_temperature(self, temperature: float) -> None: ...
     def sync(self) -> None: ...
-    def add_target(self, host: str, port: int) -> bool: ...
+    def add_target(self, host: str, port: int, requested_by: tuple[str, int] | None) -> bool: ...
     def remove_target(self, host: str, port: int) -> bool: ...
     def set_velocity_amount(self, amount: float) -> None: ...
     def set_timing_amount(self, amount: float) -> None: ...
@@ -93,19 +103,32 @@ def _on_off(value: Any, name: str) -> bool:
 
 
 def _osc_type(value: Any) -> str:
+    if value is IMPULSE:
+        return "an impulse"
     return {bool: "a boolean", int: "an int", float: "a float", str: "a string",
             bytes: "a blob", type(None): "nil"}.get(type(value), type(value).__name__)
 
 
 def _host(value: Any) -> str:
-    """A numeric IPv4 address (or localhost): no DNS lookups on the OSC thread."""
-    host = _str(value, "host")
-    if host == "localhost":
-        return "127.0.0.1"
-    parts = host.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and 0 <= int(p) <= 255 for p in parts):
-        raise ApiError(f"host must be a numeric IPv4 address or localhost, got {host!r}")
-    return host
+    """A numeric IPv4 address (or localhost), canonical: nothing is ever looked up later."""
+    try:
+        return parse_host(_str(value, "host"))
+    except AddressRefused as e:
+        raise ApiError(str(e)) from None
+
+
+def _clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def is_for_us(address: str) -> bool:
+    """Whether a message with this address may be answered (see REPLY_WORDS)."""
+    if address in OUTPUT_ADDRESSES:
+        return False
+    if address != NAMESPACE and not address.startswith(NAMESPACE + "/"):
+        return False  # another program's message (or its reply to one of ours)
+    last = address.rsplit("/", 1)[-1].lower()
+    return last not in REPLY_WORDS and not last.endswith((".reply", "_reply"))
 
 
 @dataclass(frozen=True)
@@ -138,36 +161,43 @@ class OscApi:
             "/groove/lookahead": Route(self._lookahead, 1, "<ms f>"),
             "/groove/ping": Route(self._ping, 8, "[anything]"),
         }
-        self.errors = 0
+        self.errors = 0  # requests refused
+        self.ignored = 0  # messages not answered: replies, outputs, other programs'
 
     # --- entry point ---------------------------------------------------------------------
     def handle(self, datagram: bytes, sender: tuple[str, int] | None) -> list[bytes]:
-        """All replies for one datagram (a bundle gets one reply per message)."""
+        """All replies for one datagram (a bundle gets one reply per message for us)."""
+        replies = (self.answer(item, sender) for item in self.parse(datagram))
+        return [r for r in replies if r is not None]
+
+    def parse(self, datagram: bytes) -> list[Message | WireError]:
+        """The messages in a datagram, or the one reason it cannot be read. Separate from
+        answer() so the server can meter a bundle message by message."""
         try:
-            messages = self._parse(datagram)
-        except Exception as e:  # python-osc raises several types for garbage; all are the user's
+            return list(decode_packet(datagram))
+        except WireError as e:
+            return [e]
+
+    def answer(self, item: Message | WireError, sender: tuple[str, int] | None) -> bytes | None:
+        """The reply to one message, or None when it must not be answered."""
+        if isinstance(item, WireError):
+            if item.address and not is_for_us(item.address):
+                self.ignored += 1
+                return None
             self.errors += 1
-            return [self._error(_guess_address(datagram), f"malformed OSC packet ({_short(e)})")]
-        return [self._handle_message(m, sender) for m in messages]
+            return self._error(item.address, f"malformed OSC packet ({item})")
+        if not is_for_us(item.address):
+            self.ignored += 1
+            return None
+        return self._handle_message(item, sender)
 
-    def _parse(self, datagram: bytes) -> list[OscMessage]:
-        if datagram.startswith(BUNDLE_HEADER):
-            out: list[OscMessage] = []
-            _parse_bundle(datagram, out, depth=0)
-            if not out:
-                raise ApiError("bundle holds no messages")
-            return out
-        if not datagram.startswith(b"/"):
-            raise ApiError("not an OSC message or bundle")
-        return [OscMessage(datagram)]
-
-    def _handle_message(self, message: OscMessage, sender) -> bytes:
+    def _handle_message(self, message: Message, sender) -> bytes:
         address = message.address
         route = self.routes.get(address)
         if route is None:
             self.errors += 1
             return self._error(address, "unknown address (see /groove/info or docs/osc.md)")
-        args = list(message.params)
+        args = list(message.args)
         try:
             if len(args) > route.max_args:
                 raise ApiError(f"takes at most {route.max_args} arguments ({route.usage}), "
@@ -176,11 +206,15 @@ class OscApi:
         except ApiError as e:
             self.errors += 1
             return self._error(address, str(e))
-        return build_msg("/groove/ack", [address, *ack_args]).dgram
+        reply = encode_message("/groove/ack", [_clip(address), *ack_args])
+        if len(reply) > MAX_REPLY_BYTES:  # a handler's bug: every ack is bounded by design
+            raise AssertionError(f"ack to {address} is {len(reply)} bytes")
+        return reply
 
     @staticmethod
     def _error(address: str, reason: str) -> bytes:
-        return build_msg("/groove/error", [address, reason]).dgram
+        return encode_message("/groove/error", [_clip(address),
+                                                _clip(reason.replace("\n", " "), MAX_REASON_CHARS)])
 
     # --- handlers: validate, hand over, say what was accepted -----------------------------
     def _sample(self, args, sender) -> list:
@@ -246,7 +280,11 @@ class OscApi:
 
     def _target(self, args, sender) -> list:
         host, port = self._address(args, sender)
-        if not self.controls.add_target(host, port):
+        try:
+            added = self.controls.add_target(host, port, sender)
+        except AddressRefused as e:
+            raise ApiError(str(e)) from None
+        if not added:
             raise ApiError("too many targets (remove one with /groove/untarget)")
         return [host, port]
 
@@ -284,7 +322,7 @@ class OscApi:
         drums = self._voices(args[0])
         on = _on_off(args[1], "on") if len(args) > 1 else True
         self.controls.set_muted(drums, on)
-        return [args[0], int(on)]
+        return [_clip(args[0]) if isinstance(args[0], str) else args[0], int(on)]
 
     def _voices(self, value) -> list[int]:
         if isinstance(value, str):
@@ -317,53 +355,5 @@ class OscApi:
         return [ms]
 
     def _ping(self, args, sender) -> list:
-        return [a for a in args if isinstance(a, (int, float, str)) and not isinstance(a, bool)]
-
-
-BUNDLE_HEADER = b"#bundle\x00"
-MAX_BUNDLE_DEPTH = 8
-
-
-def _parse_bundle(datagram: bytes, out: list[OscMessage], depth: int) -> None:
-    """Strict bundle parsing: python-osc skips elements it cannot read and trusts sizes that
-    run past the end; a request we half-understood must be an error, not a partial success."""
-    if depth > MAX_BUNDLE_DEPTH:
-        raise ApiError("bundles nested too deep")
-    index = len(BUNDLE_HEADER) + 8  # header, then the 64-bit time tag (requests run at once)
-    if len(datagram) < index:
-        raise ApiError("bundle shorter than its header")
-    while index < len(datagram):
-        if index + 4 > len(datagram):
-            raise ApiError("bundle element size cut short")
-        (size,) = struct.unpack(">i", datagram[index:index + 4])
-        index += 4
-        if size <= 0 or size % 4 or index + size > len(datagram):
-            raise ApiError(f"bundle element size {size} does not fit the packet")
-        element = datagram[index:index + size]
-        index += size
-        if element.startswith(BUNDLE_HEADER):
-            _parse_bundle(element, out, depth + 1)
-        elif element.startswith(b"/"):
-            out.append(OscMessage(element))
-        else:
-            raise ApiError("bundle element is neither a message nor a bundle")
-        if len(out) > MAX_MESSAGES_PER_PACKET:
-            raise ApiError(f"more than {MAX_MESSAGES_PER_PACKET} messages in one packet")
-
-
-def _short(e: Exception) -> str:
-    text = str(e).replace("\n", " ")
-    return text[:120] if text else type(e).__name__
-
-
-def _guess_address(datagram: bytes) -> str:
-    """The address of a broken message, when its start is readable, for the error reply."""
-    if not datagram.startswith(b"/"):
-        return ""
-    end = datagram.find(b"\x00")
-    raw = datagram[:end if end >= 0 else 64][:64]
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return ""
-    return text if text.isprintable() else ""
+        return [_clip(a) if isinstance(a, str) else a for a in args
+                if isinstance(a, (int, float, str)) and not isinstance(a, bool)]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import os
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,11 +23,17 @@ from ..spec import ModelSpec
 from . import tempo
 from .clock import Clock
 from .events import BarContent, BarEvent, ClockEvent, Event, HitEvent, NoteOffEvent
+from .realtime import RealtimePolicy
 from .sinks import Sink
 from .stats import TimingStats
 from .timeline import Timeline
 
-COMMIT_MARGIN_S = 0.01  # commit this much before the earliest thing a bar must send
+COMMIT_MARGIN_S = 0.02  # commit this much before the earliest thing a bar must send
+# A commit is 1-2 ms of Python here (more on a busy machine). One due less than COMMIT_CLEAR_S
+# before a send waits until that send is out, up to COMMIT_SLACK_S of the margin above, so
+# sends of the bar playing never wait for the commit of the next.
+COMMIT_CLEAR_S = 0.005
+COMMIT_SLACK_S = 0.01
 START_DELAY_S = 0.05  # after /groove/start, time for the worker to restart the phrase
 NOTE_LENGTH_STEPS = 0.5  # MIDI note length; drums only care about onsets
 FLAT_VELOCITY = 0.75  # what every hit plays at with velocity amount 0
@@ -37,6 +43,14 @@ MAX_LOOKAHEAD_BARS = 0.9  # 500 ms (Sonic Pi's) fits under this up to 400 BPM
 # it: a thread preempted while holding the GIL would otherwise make the send wait for it.
 QUIET_BEFORE_S = 0.0015
 QUIET_AFTER_S = 0.0003
+# ...or longer, while the clock thread is still at work on that time (committing a bar), polled
+# every QUIET_POLL_S and at most QUIET_BUSY_MAX_S past it, so a stalled clock stalls nobody.
+QUIET_POLL_S = 0.0002
+QUIET_BUSY_MAX_S = 0.01
+# The worker starts a decode only if it ends before that window: a decode releases the GIL,
+# but the Python after it (turning patterns into bars) would otherwise run into a send. The
+# bundled model decodes in ~2 ms; this leaves room for a busy machine.
+DECODE_WORK_S = 0.006
 
 
 @dataclass(frozen=True)
@@ -51,33 +65,11 @@ class Mix:
         return FLAT_VELOCITY + self.velocity_amount * (velocity - FLAT_VELOCITY)
 
 
-# SCHED_FIFO priorities; JACK's audio threads use 70 and up, we stay well below them.
-CLOCK_PRIORITY = 20
-HELPER_PRIORITY = 10  # the OSC and worker threads: above ordinary work, below the clock
-
-
-def realtime_priority(priority: int = CLOCK_PRIORITY) -> bool:
-    """Ask for real-time scheduling for the calling thread (Linux: per thread), best effort.
-
-    On a busy machine a normal thread can wake milliseconds late; a SCHED_FIFO one preempts
-    ordinary work at once. The OSC and worker threads ask too (lower): a thread preempted by
-    other programs while it holds the GIL would make the clock thread wait for it. Needs
-    CAP_SYS_NICE or an rtprio limit (audio users usually have one for JACK); without it every
-    thread simply runs at normal priority. GROOVE_LIVE_NO_REALTIME=1 turns it off.
-    """
-    if os.environ.get("GROOVE_LIVE_NO_REALTIME") or not hasattr(os, "sched_setscheduler"):
-        return False
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 class Scheduler:
     def __init__(self, clock: Clock, timeline: Timeline, sinks: list[Sink], spec: ModelSpec,
                  bpm: float = 120.0, bar_lookahead_s: float = 0.5,
-                 stats: TimingStats | None = None) -> None:
+                 stats: TimingStats | None = None,
+                 realtime_policy: RealtimePolicy | None = None) -> None:
         if not tempo.valid_bpm(bpm):
             raise ValueError(f"bpm {bpm} outside {tempo.MIN_BPM:g}..{tempo.MAX_BPM:g}")
         self.clock = clock
@@ -87,6 +79,7 @@ class Scheduler:
         self.bpm = float(bpm)
         self.bar_lookahead_s = bar_lookahead_s
         self.stats = stats or TimingStats()
+        self.realtime_policy = realtime_policy or RealtimePolicy()
         self.mix = Mix()
         self.playing = False
         self.next_bar = 0  # the next bar to commit
@@ -97,6 +90,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._controls: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
+        self._idle = threading.Event()  # set while the clock thread waits (see wait_quiet)
         self._recent: dict[int, BarContent] = {}  # for repeating when a bar is missed
         # (bar, downbeat t_s, bpm, content) of the last bars committed: for /groove/info and tests.
         self.committed: deque[tuple[int, float, float, BarContent]] = deque(maxlen=64)
@@ -169,9 +163,18 @@ class Scheduler:
             return math.inf
         return self.bar_t_s(self.next_bar) - self.commit_ahead_s()
 
+    def commit_at_s(self) -> float:
+        """When the clock thread commits the next bar: when due, or, if a send falls due within
+        COMMIT_CLEAR_S after that, just after the send, as long as COMMIT_SLACK_S allows. A
+        commit is a millisecond or more of Python; a send must not wait for it."""
+        t_s = self.next_commit_t_s()
+        if self._heap and t_s <= self._heap[0][0] < t_s + COMMIT_CLEAR_S:
+            return min(self._heap[0][0], t_s + COMMIT_SLACK_S)
+        return t_s
+
     def next_t_s(self) -> float:
         t_s = self._heap[0][0] if self._heap else math.inf
-        return min(t_s, self.next_commit_t_s())
+        return min(t_s, self.commit_at_s())
 
     def current_bar(self, now: float) -> int:
         """The bar whose downbeat passed last on the current grid."""
@@ -187,17 +190,17 @@ class Scheduler:
                 break
             fn(now)
         while True:
-            if self.next_commit_t_s() <= now:
-                self._commit(self.clock.now())
-            elif self._heap and self._heap[0][0] <= now:
+            if self._heap and self._heap[0][0] <= now:  # sends first: they are on the clock
                 _, _, event = heapq.heappop(self._heap)
                 self._emit(event)
+            elif self.commit_at_s() <= now:
+                self._commit(self.clock.now())
             else:
                 return
 
     def run(self, stop: threading.Event) -> None:
         """Thread body: sleep until the next event, send it; nothing else (no inference)."""
-        self.realtime = realtime_priority()
+        self.realtime = self.realtime_policy.clock_thread()
         self.running.set()
         while not stop.is_set():
             self._wake.clear()
@@ -206,15 +209,32 @@ class Scheduler:
             if not math.isfinite(t_s):
                 t_s = self.clock.now() + IDLE_WAIT_S
             self.next_due_t_s = t_s
+            self._idle.set()
             self.clock.wait_until(t_s, self._wake)
+            self._idle.clear()
 
-    def quiet_s(self, now: float) -> float:
-        """How long another thread should wait before running Python code, so that it does not
-        hold the GIL when the clock thread wakes to send (0: go ahead)."""
+    def wait_quiet(self) -> None:
+        """Block the calling thread (not the clock thread) until it may run Python code: over
+        the quiet window of the next send, then, if the clock thread is still busy with it, until
+        it goes back to waiting. One wake-up, where polling would take the GIL from the clock
+        thread at every poll, and hand it to a thread of lower priority that may not run soon."""
+        quiet_s = self.quiet_s(self.clock.now())
+        if quiet_s > 0:
+            time.sleep(quiet_s)
+        if self.next_due_t_s <= self.clock.now():
+            self._idle.wait(QUIET_BUSY_MAX_S)
+
+    def quiet_s(self, now: float, work_s: float = 0.0) -> float:
+        """How long another thread should wait before running `work_s` of work, so that it does
+        not hold the GIL when the clock thread wakes to send (0: go ahead). Past the due time it
+        answers with a short poll for as long as the clock thread is still busy with it (it
+        moves next_due_t_s on when done): a bar's commit is a millisecond or two of Python."""
         until_s = self.next_due_t_s - now
-        if -QUIET_AFTER_S < until_s < QUIET_BEFORE_S:
+        if until_s >= QUIET_BEFORE_S + work_s or until_s <= -QUIET_BUSY_MAX_S:
+            return 0.0
+        if until_s > -QUIET_AFTER_S:
             return until_s + QUIET_AFTER_S
-        return 0.0
+        return QUIET_POLL_S
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:

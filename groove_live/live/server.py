@@ -7,8 +7,7 @@ enqueues, the worker decodes ahead of time, the clock thread only sends.
 from __future__ import annotations
 
 import errno
-import gc
-import logging
+import select
 import signal
 import socket
 import sys
@@ -16,12 +15,15 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import Any, Callable
 
 from .clock import Clock, FakeClock, MonotonicClock
+from .guard import AddressRefused, Guard, Limits, parse_host
 from .osc_api import OscApi
 from .planner import QUANTIZE_MODES, Restart, SetQuantize, SetTemperature, StartWalk
-from .scheduler import HELPER_PRIORITY, Scheduler, realtime_priority
+from .realtime import RealtimePolicy
+from .scheduler import DECODE_WORK_S, Scheduler
 from .sinks import Address, OscSink, Sink
 from .stats import TimingStats
 from .timeline import Timeline
@@ -29,9 +31,6 @@ from .worker import EngineLike, InterpolateRequest, SampleRequest, Worker
 
 MAX_DATAGRAM = 65536
 RECV_POLL_S = 0.2  # how often the OSC thread looks at the stop flag
-# The clock thread must get the GIL back quickly when its wait ends; the default 5 ms switch
-# interval would let the OSC or worker thread hold it for a whole 5 ms.
-SWITCH_INTERVAL_S = 0.0002
 
 
 class ServeError(Exception):
@@ -55,21 +54,43 @@ class ServeConfig:
     quantize: str = "bar"
     autostart: bool = True
     ahead_bars: int = 2  # how far the worker decodes past the bar the clock took last
+    allow: tuple[IPv4Network, ...] = ()  # networks beyond loopback that may talk and be targets
+    limits: Limits = Limits()  # rate limits and target lifetime for senders beyond loopback
 
 
-def parse_address(text: str) -> Address:
-    """'HOST:PORT' or 'PORT' (meaning 127.0.0.1) -> (host, port)."""
+def parse_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT' or 'PORT' (meaning 127.0.0.1) -> (host as written, port)."""
     host, _, port = text.rpartition(":")
     host = host or "127.0.0.1"
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        port_number = int(port)
-    except ValueError:
-        raise ServeError(f"bad address {text!r}: expected HOST:PORT") from None
+    # int() takes non-ASCII digits and names may be IDNs: ASCII only, so what is checked here
+    # is what the resolver sees.
+    if not text.isascii() or not port.isdigit():
+        raise ServeError(f"bad address {text!r}: expected HOST:PORT")
+    port_number = int(port)
     if not 1 <= port_number <= 65535:
         raise ServeError(f"bad address {text!r}: port must be 1..65535")
     return host, port_number
+
+
+def _lookup_ipv4(host: str) -> str:
+    return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+
+
+def resolve_address(text: str, lookup: Callable[[str], str] = _lookup_ipv4) -> Address:
+    """A --send address, numeric: a host name is looked up here, once, before the music
+    starts, so no send ever waits for a resolver (on the clock thread, it would make bars
+    late, or stop the music while the resolver hangs)."""
+    host, port = parse_address(text)
+    try:
+        return parse_host(host), port
+    except AddressRefused as e:
+        if "IPv6" in str(e) or not host.strip("0123456789."):  # a malformed number, not a name
+            raise ServeError(f"bad address {text!r}: {e}") from None
+    try:
+        return parse_host(lookup(host)), port
+    except (OSError, UnicodeError, AddressRefused) as e:
+        raise ServeError(f"cannot resolve {host!r} in --send {text}: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
@@ -90,14 +111,25 @@ def bind_udp(host: str, port: int) -> socket.socket:
 class Server:
     def __init__(self, engine: EngineLike, config: ServeConfig = ServeConfig(),
                  clock: Clock | None = None, sinks: list[Sink] | None = None,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None,
+                 realtime_policy: RealtimePolicy | None = None) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.config = config
         self.clock = clock or MonotonicClock()
-        if sock is None and config.port is not None:
+        own_sock = sock is None and config.port is not None
+        if own_sock:
             sock = bind_udp(config.host, config.port)
         self.sock = sock
+        self.guard = Guard(config.allow, sock.getsockname() if sock is not None else None,
+                           config.limits)
+        if sock is not None:
+            try:
+                self._check_sends(sock)
+            except ServeError:
+                if own_sock:  # a socket passed in is its owner's to close
+                    sock.close()
+                raise
         self.osc_sink: OscSink | None = None
         all_sinks = list(sinks or [])
         if self.sock is not None:
@@ -108,16 +140,33 @@ class Server:
         self.timeline = Timeline()
         self.stats = TimingStats()
         self.scheduler = Scheduler(self.clock, self.timeline, all_sinks, self.spec, config.bpm,
-                                   config.bar_lookahead_s, self.stats)
+                                   config.bar_lookahead_s, self.stats, realtime_policy)
         self.worker = Worker(engine, self.timeline, self.clock.now, config.temperature,
                              config.seed, config.ahead_bars, config.quantize)
-        self.worker.quiet_s = lambda: self.scheduler.quiet_s(self.clock.now())
+        self.worker.quiet_s = lambda: self.scheduler.quiet_s(self.clock.now(), DECODE_WORK_S)
         self.api = OscApi(self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._switch_interval_s: float | None = None
         self.internal_errors = 0
+        self.replies = 0  # replies handed back to send, and their bytes
+        self.reply_bytes = 0
         self.started_t_s = self.clock.now()
+
+    def _check_sends(self, sock: socket.socket) -> None:
+        """Refuse --send addresses that cannot work; let the socket broadcast where the user
+        asked for it by name (the kernel refuses broadcast sends otherwise)."""
+        broadcast = False
+        for host, port in self.config.sends:
+            try:  # numeric only (resolve_address did any lookup): sends never look anything up
+                broadcast |= self.guard.check_send(parse_host(host), port) == "broadcast"
+            except AddressRefused as e:
+                raise ServeError(f"--send {host}:{port}: {e}") from None
+        for network in self.config.allow:
+            if network.prefixlen == 32:
+                broadcast |= self.guard.route_kind(str(network.network_address)) == "broadcast"
+        if broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 
     @property
     def listening(self) -> Address | None:
@@ -132,8 +181,7 @@ class Server:
         self.scheduler.on_transport = self._on_transport
         if not threaded:
             return
-        self._switch_interval_s = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._switch_interval_s = self.scheduler.realtime_policy.shorten_switch_interval()
         bodies = [("groove-clock", self.scheduler.run), ("groove-worker", self._run_worker)]
         if self.sock is not None:
             bodies.append(("groove-osc", self._serve_osc))
@@ -187,12 +235,12 @@ class Server:
             self.worker.submit(Restart())
 
     def _run_worker(self, stop: threading.Event) -> None:
-        realtime_priority(HELPER_PRIORITY)
+        self.scheduler.realtime_policy.helper_thread()
         self.worker.run(stop)
 
     # --- the OSC thread -------------------------------------------------------------------
     def _serve_osc(self, stop: threading.Event) -> None:
-        realtime_priority(HELPER_PRIORITY)
+        self.scheduler.realtime_policy.helper_thread()
         while not stop.is_set():
             try:
                 datagram, sender = self.sock.recvfrom(MAX_DATAGRAM)
@@ -202,9 +250,7 @@ class Server:
                 if stop.is_set() or self.sock.fileno() < 0:
                     return
                 continue  # e.g. an ICMP error reported on the socket; keep listening
-            quiet_s = self.scheduler.quiet_s(self.clock.now())
-            if quiet_s > 0:
-                time.sleep(quiet_s)  # let the clock thread send first (see Scheduler.quiet_s)
+            self.scheduler.wait_quiet()  # let the clock thread send first
             for reply in self.handle_datagram(datagram, sender):
                 try:
                     self.sock.sendto(reply, sender)
@@ -212,12 +258,48 @@ class Server:
                     pass
 
     def handle_datagram(self, datagram: bytes, sender: Address | None) -> list[bytes]:
-        try:
-            return self.api.handle(datagram, sender)
-        except Exception:  # an internal bug: say so loudly, but keep the music going
-            self.internal_errors += 1
-            traceback.print_exc()
-            return [self.api._error("", "internal error (see the server's log)")]
+        """The replies to send back to `sender`: none when the guard drops the datagram (a
+        sender outside loopback and --allow, our own address, over its rate limit)."""
+        now_s = self.clock.now()
+        if sender is not None:
+            why = self.guard.source_refused(sender)
+            if why is not None:
+                self.guard.drops[why] += 1
+                return []
+            if self.osc_sink is not None:  # a sign of life from a target set from the network
+                self.osc_sink.renew(sender, self.guard.limits.target_ttl_s + now_s)
+        replies = []
+        for item in self.api.parse(datagram):
+            if sender is not None and not self.guard.take_message(sender, now_s):
+                continue
+            try:
+                reply = self.api.answer(item, sender)
+            except Exception:  # an internal bug: say so loudly, but keep the music going
+                self.internal_errors += 1
+                traceback.print_exc()
+                reply = self.api._error("", "internal error (see the server's log)")
+            if reply is None:
+                continue
+            if sender is not None:
+                self.guard.charge_reply(sender, len(reply), now_s)
+            replies.append(reply)
+            self.reply_bytes += len(reply)
+        self.replies += len(replies)
+        return replies
+
+    def pump_osc(self) -> int:
+        """Offline mode for tests: handle every datagram waiting on the socket as the OSC
+        thread would (without its thread); returns how many there were."""
+        n = 0
+        while select.select([self.sock], [], [], 0)[0]:
+            datagram, sender = self.sock.recvfrom(MAX_DATAGRAM)
+            n += 1
+            for reply in self.handle_datagram(datagram, sender):
+                try:
+                    self.sock.sendto(reply, sender)
+                except OSError:
+                    pass
+        return n
 
     # --- controls: called on the OSC thread; each only hands work over --------------------
     def sample(self, temperature: float | None, seed: int | None) -> None:
@@ -260,8 +342,16 @@ class Server:
     def set_bar_lookahead(self, lookahead_s: float) -> None:
         self.scheduler.set_bar_lookahead(lookahead_s)
 
-    def add_target(self, host: str, port: int) -> bool:
-        return self.osc_sink is not None and self.osc_sink.add_target((host, port))
+    def add_target(self, host: str, port: int, requested_by: Address | None = None) -> bool:
+        """Raises AddressRefused where the policy forbids it (see guard.Guard.check_target);
+        a target set from beyond loopback expires unless renewed."""
+        if self.osc_sink is None:
+            return False
+        self.guard.check_target(host, port)
+        now_s = self.clock.now()
+        self.osc_sink.prune(now_s)
+        expires_t_s = self.guard.target_expiry_s(requested_by, now_s)
+        return self.osc_sink.add_target((host, port), expires_t_s)
 
     def remove_target(self, host: str, port: int) -> bool:
         return self.osc_sink is not None and self.osc_sink.remove_target((host, port))
@@ -271,6 +361,8 @@ class Server:
         mix = sched.mix
         now = self.clock.now()
         status = self.worker.status
+        if self.osc_sink is not None:
+            self.osc_sink.prune(now)
         targets = self.osc_sink.targets if self.osc_sink else ()
         items: list[tuple[str, Any]] = [
             ("model", spec.model_name),
@@ -300,6 +392,10 @@ class Server:
             ("decodes", status.get("decodes", 0)),
             ("decode_max_ms", status.get("decode_max_ms", 0.0)),
             ("decode_errors", status.get("decode_errors", 0)),
+            ("allow", self.guard.describe()),
+            ("ignored", self.api.ignored),
+            *((f"dropped_{why}", self.guard.drops[why])
+              for why in ("not_allowed", "self", "bad_source", "rate_limited")),
         ]
         items += list(self.stats.summary().items())
         return items
@@ -313,7 +409,7 @@ def describe(server: Server) -> list[str]:
                  f"{spec.steps_per_bar} steps, latent {spec.z_size}")
     if server.listening:
         host, port = server.listening
-        lines.append(f"listening for OSC on udp {host}:{port}")
+        lines.append(f"listening for OSC on udp {host}:{port}, answering {server.guard.describe()}")
     for sink in server.sinks:
         lines.append(f"sending {sink.describe()}")
     if server.scheduler.realtime:
@@ -329,9 +425,6 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
           out=print, started_t_s: float | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Raises ServeError for things the user can fix."""
     t0 = time.monotonic() if started_t_s is None else started_t_s
-    # python-osc logs a warning for every odd type tag it meets; a client sending garbage
-    # gets /groove/error replies instead, and must not flood this console.
-    logging.getLogger().addFilter(lambda record: "pythonosc" not in record.pathname)
     # Bind and open ports before loading the model: a taken port is reported at once.
     sock = bind_udp(config.host, config.port) if config.port is not None else None
     sinks: list[Sink] = []
@@ -350,11 +443,7 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    # A full garbage collection walks every object the imports and the model left behind
-    # (~25k): 4-7 ms holding the GIL on a busy 2-core box, long enough to make the clock thread
-    # late. Freezing them once here leaves later collections only the little the music creates.
-    gc.collect()
-    gc.freeze()
+    server.scheduler.realtime_policy.freeze_heap()  # why: RealtimePolicy.freeze_heap
     try:
         server.start()
         for line in describe(server):

@@ -53,8 +53,11 @@ class OscSink(Sink):
         if bundles and wall_s is None:
             raise ValueError("bundles need the clock's wall_s to write time tags")
         self._sock = sock
-        # Copy-on-write tuple: the OSC thread adds targets while the clock thread iterates.
-        self._targets: tuple[Address, ...] = tuple(dict.fromkeys(targets or ()))
+        # Copy-on-write tuple of (address, expires_t_s or None): the OSC thread adds, renews
+        # and removes targets while the clock thread iterates. Addresses are numeric (host,
+        # port): sendto() with a name would look it up on the clock thread at every send.
+        self._targets: tuple[tuple[Address, float | None], ...] = tuple(
+            (a, None) for a in dict.fromkeys(targets or ()))
         self._lock = threading.Lock()
         self.bundles = bundles
         self.latency_s = latency_s
@@ -63,23 +66,50 @@ class OscSink(Sink):
 
     @property
     def targets(self) -> tuple[Address, ...]:
-        return self._targets
+        return tuple(a for a, _ in self._targets)
 
-    def add_target(self, address: Address) -> bool:
-        """False when the target list is full; adding a known target is a no-op."""
+    def expiries(self) -> dict[Address, float | None]:
+        return dict(self._targets)
+
+    def add_target(self, address: Address, expires_t_s: float | None = None) -> bool:
+        """False when the target list is full. Adding a known target renews it; one that
+        never expires (None) stays so."""
         with self._lock:
-            if address in self._targets:
+            known = dict(self._targets)
+            if address in known:
+                old = known[address]
+                never = old is None or expires_t_s is None
+                known[address] = None if never else max(old, expires_t_s)
+                self._targets = tuple(known.items())
                 return True
             if len(self._targets) >= MAX_TARGETS:
                 return False
-            self._targets = self._targets + (address,)
+            self._targets = self._targets + ((address, expires_t_s),)
             return True
+
+    def renew(self, address: Address, expires_t_s: float) -> bool:
+        """Push back the expiry of a target that has one (a sign of life from it)."""
+        with self._lock:
+            known = dict(self._targets)
+            old = known.get(address, None)
+            if old is None or old >= expires_t_s:
+                return False
+            known[address] = expires_t_s
+            self._targets = tuple(known.items())
+            return True
+
+    def prune(self, now_s: float) -> None:
+        """Forget expired targets (emit already skips them; this frees their places)."""
+        with self._lock:
+            if any(e is not None and now_s >= e for _, e in self._targets):
+                self._targets = tuple((a, e) for a, e in self._targets
+                                      if e is None or now_s < e)
 
     def remove_target(self, address: Address) -> bool:
         with self._lock:
-            if address not in self._targets:
+            if address not in dict(self._targets):
                 return False
-            self._targets = tuple(a for a in self._targets if a != address)
+            self._targets = tuple((a, e) for a, e in self._targets if a != address)
             return True
 
     def _encode(self, event: Event) -> bytes | None:
@@ -109,7 +139,9 @@ class OscSink(Sink):
         dgram = event.payload.get(self.name)
         if dgram is None:  # emitted without prepare (a late event): encode now
             dgram = self._encode(event)
-        for address in self._targets:
+        for address, expires_t_s in self._targets:
+            if expires_t_s is not None and event.t_s >= expires_t_s:
+                continue  # expired: not renewed by whoever set it
             try:
                 self._sock.sendto(dgram, address)
             except OSError:
@@ -118,7 +150,7 @@ class OscSink(Sink):
     def describe(self) -> str:
         kind = f"OSC bundles (+{self.latency_s * 1000:.0f} ms)" if self.bundles else "OSC"
         # With no target yet, say how to get one: a first run of `serve` is otherwise silent.
-        targets = ", ".join(f"{h}:{p}" for h, p in self._targets) or (
+        targets = ", ".join(f"{h}:{p}" for h, p in self.targets) or (
             "no targets yet (--send HOST:PORT, or send /groove/target from your client; "
             "see docs/osc.md)")
         return f"{kind} -> {targets}"

@@ -1,6 +1,7 @@
 """Fixtures for the live-server tests: fake engines, servers on a fake clock, UDP helpers."""
 from __future__ import annotations
 
+import select
 import uuid
 
 import numpy as np
@@ -86,3 +87,35 @@ def jack(procs, tmp_path) -> dict:
     rc = waiter.wait_exit(timeout_s=20)
     assert rc == 0 and server.popen.poll() is None, f"jackd did not start:\n{server.text()}"
     return env
+
+
+class OfflineUdpServer:
+    """A server on a FakeClock with a real UDP socket: tests run the clock with run_until and
+    hand it the datagrams that arrived with handle(n), so what it sends is exact."""
+
+    def __init__(self, host: str = "127.0.0.1", engine=None, **config) -> None:
+        self.clock = FakeClock()
+        self.recording = RecordingSink(self.clock.now)
+        config.setdefault("seed", 3)
+        config.setdefault("bpm", 240.0)  # one bar a second
+        config.setdefault("bar_lookahead_s", 0.1)
+        self.server = Server(engine or FakeEngine(), ServeConfig(host=host, port=0, **config),
+                             clock=self.clock, sinks=[self.recording])
+        self.server.start(threaded=False)
+        self.port = self.server.listening[1]
+        self.handled = 0
+
+    def handle(self, n: int, timeout_s: float = 2.0) -> None:
+        """Handle exactly the next `n` datagrams, waiting for each (they are in flight)."""
+        target = self.handled + n
+        while self.handled < target:
+            if not select.select([self.server.sock], [], [], timeout_s)[0]:
+                raise AssertionError(f"{target - self.handled} datagrams never arrived")
+            self.handled += self.server.pump_osc()
+        assert self.handled == target, f"{self.handled - target} datagrams more than expected"
+
+    def run_until(self, t_s: float) -> None:
+        self.server.run_until(t_s)
+
+    def close(self) -> None:
+        self.server.close()

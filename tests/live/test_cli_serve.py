@@ -6,7 +6,10 @@ import time
 import uuid
 
 import numpy as np
+import pytest
 from pythonosc.osc_message_builder import build_msg
+
+from groove_live.live.server import ServeError, resolve_address
 
 from .osc_client import OscClient
 from .procs import free_udp_port, serve_argv
@@ -42,6 +45,68 @@ def test_bad_send_address_is_one_line(procs):
     assert len(err) == 1 and "bad address" in err[0], p.text()
 
 
+def one_error_line(p) -> str:
+    assert p.wait_exit(timeout_s=15) == 1, p.text()
+    err = [l for l in p.text("err").splitlines() if l.strip()]
+    assert len(err) == 1 and err[0].startswith("groove-live: error: "), p.text()
+    return err[0]
+
+
+@pytest.mark.parametrize("allow,why", [
+    ("192.168.1.7/24", "did you mean 192.168.1.0/24"),
+    ("lan", "not an IPv4 network"),
+    ("\u0661\u0669\u0662.168.1.0/24", "not an IPv4 network"),
+    ("fe80::/10", "IPv6 is not supported"),
+    ("10.0.0.0/33", "not an IPv4 network"),
+])
+def test_bad_allow_is_one_line(procs, allow, why):
+    p = procs(serve_argv("--port", str(free_udp_port()), "--allow", "127.0.0.1", "--allow", allow,
+                         model=False))
+    line = one_error_line(p)
+    assert "bad --allow" in line and why in line
+
+
+@pytest.mark.parametrize("send,why", [
+    ("\u0661\u0662\u0667.0.0.1:4560", "bad address"),  # no lookup of a "name" in Arabic digits
+    ("127.0.0.1:\u0664\u0665\u0666\u0660", "bad address"),
+    ("127.000.0.1:4560", "bad address"),
+    ("300.1.1.1:4560", "bad address"),
+    ("::1:4560", "IPv6 is not supported"),
+])
+def test_bad_send_hosts_are_one_line_without_a_lookup(procs, send, why):
+    p = procs(serve_argv("--port", str(free_udp_port()), "--send", send, model=False))
+    assert why in one_error_line(p)
+
+
+def test_sending_to_itself_is_one_line(procs):
+    port = free_udp_port()
+    p = procs(serve_argv("--port", str(port), "--send", f"localhost:{port}"))
+    assert "own address" in one_error_line(p)
+
+
+def test_send_names_are_resolved_once_at_start():
+    looked_up = []
+
+    def lookup(host):
+        looked_up.append(host)
+        return {"studio.local": "127.0.0.9"}[host]
+
+    assert resolve_address("studio.local:4560", lookup) == ("127.0.0.9", 4560)
+    assert resolve_address("localhost:4560", lookup) == ("127.0.0.1", 4560)
+    assert resolve_address("4560", lookup) == ("127.0.0.1", 4560)
+    assert resolve_address("10.0.0.5:4560", lookup) == ("10.0.0.5", 4560)
+    assert looked_up == ["studio.local"]
+
+    def fails(host):
+        raise OSError(-2, "Name or service not known")
+
+    with pytest.raises(ServeError, match="cannot resolve 'nowhere' in --send nowhere:4560: "
+                                         "Name or service not known"):
+        resolve_address("nowhere:4560", fails)
+    with pytest.raises(ServeError, match="cannot resolve"):
+        resolve_address("weird:4560", lambda host: "fe80::1")  # a resolver answer is checked too
+
+
 def test_ready_within_a_second_then_plays_to_targets_and_stops_on_sigterm(procs):
     port = free_udp_port()
     listener = OscClient(("127.0.0.1", port))
@@ -51,7 +116,7 @@ def test_ready_within_a_second_then_plays_to_targets_and_stops_on_sigterm(procs)
         t_ready, line = p.wait_line(r"ready in", timeout_s=20)
         assert t_ready - p.t_start_s < 1.0, f"ready after {t_ready - p.t_start_s:.2f} s\n{p.text()}"
         out = p.text("out")
-        assert f"listening for OSC on udp 127.0.0.1:{port}" in out
+        assert f"listening for OSC on udp 127.0.0.1:{port}, answering loopback only" in out
         assert f"127.0.0.1:{listener.port}" in out
         client = OscClient(("127.0.0.1", port))
         try:
@@ -88,14 +153,24 @@ def test_the_process_survives_garbage_and_keeps_time(procs):
                    build_msg("/groove/tempo", [float("nan")]).dgram,
                    build_msg("/groove/walk", [1e30]).dgram,
                    build_msg("/groove/interpolate", ["x"]).dgram,
-                   build_msg("/definitely/not", [1, 2, 3]).dgram]
-        n = 0
+                   build_msg("/groove/definitely/not", [1, 2, 3]).dgram,
+                   build_msg("/groove/tempo", [120]).dgram + b"\x00\x00\x00\x00",
+                   build_msg("/groove/velocity", [0.8]).dgram[:-4]]
+        # Not for groove-live: dropped without a reply (a reply could start a loop).
+        ignored = [build_msg("/definitely/not", [1, 2, 3]).dgram,
+                   build_msg("/groove/hit", []).dgram]
+        n = 0  # datagrams that must get one error each
         t_end = client.request("/groove/ping").arrival_s + 3.0  # flood for three bars at least
         k = -1
         while n < 1200 or time.monotonic() < t_end:
             k += 1
-            client.send_raw(garbage[k % len(garbage)] if k % 2 else
-                            rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes())
+            if k % 7 == 6:
+                client.send_raw(ignored[k % 2])
+                continue
+            noise = rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
+            if noise.startswith(b"/"):  # a readable address outside /groove/ would be ignored
+                noise = b"\x00" + noise[1:]
+            client.send_raw(garbage[k % len(garbage)] if k % 2 else noise)
             n += 1
             if n % 50 == 0:
                 assert client.wait_for(lambda c: len(c.messages("/groove/error")) >= n, 3.0)
@@ -110,6 +185,7 @@ def test_the_process_survives_garbage_and_keeps_time(procs):
         info = client.request("/groove/info").params
         info = dict(zip(info[1::2], info[2::2]))
         assert info["missed_bars"] == 0
+        assert info["ignored"] >= k // 7 and len(client.messages("/groove/error")) == n
         assert p.stop() == 0
         assert "Traceback" not in p.text()
     finally:

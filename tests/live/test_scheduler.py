@@ -1,11 +1,16 @@
 """The clock thread's logic on a FakeClock: exact bar and hit times, tempo, stop/start, sync."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from groove_live.live.events import BarContent, BarEvent, ClockEvent, Hit
-from groove_live.live.scheduler import COMMIT_MARGIN_S, FLAT_VELOCITY, START_DELAY_S, Scheduler
+from groove_live.live.scheduler import (COMMIT_CLEAR_S, COMMIT_MARGIN_S, COMMIT_SLACK_S,
+                                        DECODE_WORK_S, FLAT_VELOCITY,
+                                        QUIET_AFTER_S, QUIET_BEFORE_S, QUIET_BUSY_MAX_S,
+                                        QUIET_POLL_S, START_DELAY_S, Scheduler)
 from groove_live.live.clock import FakeClock
 from groove_live.live.sinks import RecordingSink
 from groove_live.live.timeline import Timeline
@@ -92,7 +97,7 @@ def test_tempo_change_after_a_bar_is_committed_waits_for_the_bar_after():
     server, clock, rec = offline_server(ScriptedEngine(PHRASE), bpm=120.0)
     server.run_until(clock.now() + 1.0)
     d0 = downbeats(rec)[0]
-    server.run_until(d0 + 6.0 - 0.1)  # bar 3 was committed 0.51 s before its downbeat
+    server.run_until(d0 + 6.0 - 0.1)  # bar 3 was committed (0.5 s + a margin) before it
     server.set_tempo(60.0)
     server.run_until(d0 + 30.0)
     bpms = {e.bar: e.bpm for e in rec.bars()}
@@ -115,7 +120,7 @@ def test_stop_silences_at_once_and_start_restarts_the_phrase():
     server.start_playing()
     server.run_until(t_start + 5.0)
     first = [e for e in rec.bars() if e.downbeat_t_s > t_start][0]
-    assert first.downbeat_t_s == pytest.approx(t_start + 0.51 + START_DELAY_S)
+    assert first.downbeat_t_s == pytest.approx(t_start + 0.5 + COMMIT_MARGIN_S + START_DELAY_S)
     played = {bar: content for bar, _, _, content in server.scheduler.committed}
     assert played[first.bar].phrase_bar == 0  # the phrase starts from its first bar again
 
@@ -231,3 +236,62 @@ def test_a_lookahead_longer_than_a_bar_is_capped_and_no_bar_is_missed():
     assert len(bars) > 10
     assert all(b.downbeat_t_s - b.t_s == pytest.approx(0.9 * bar_length_s) for b in bars)
     assert server.stats.missed_bars == 0 and server.stats.late_bars == 0
+
+
+def quiet_scheduler(next_due_t_s: float) -> Scheduler:
+    scheduler = Scheduler(FakeClock(), Timeline(), [], ScriptedEngine(PHRASE).spec)
+    scheduler.next_due_t_s = next_due_t_s  # what the clock thread sets before each wait
+    return scheduler
+
+
+def test_helpers_keep_quiet_before_a_send_and_while_the_clock_is_still_busy_with_it():
+    s = quiet_scheduler(10.0)
+    assert s.quiet_s(10.0 - QUIET_BEFORE_S - 0.0001) == 0.0  # not yet: go ahead
+    assert s.quiet_s(10.0 - 0.001) == pytest.approx(0.001 + QUIET_AFTER_S)  # until just after it
+    # Past it, the clock thread has not moved next_due_t_s on: it is still sending (or
+    # committing a bar), so poll rather than take the GIL from it...
+    assert s.quiet_s(10.0 + QUIET_AFTER_S + 0.001) == QUIET_POLL_S
+    # ...but never for long: a stalled clock thread stalls nobody else.
+    assert s.quiet_s(10.0 + QUIET_BUSY_MAX_S + 1e-6) == 0.0
+    s.next_due_t_s = 10.1  # done: the clock thread waits for the next send
+    assert s.quiet_s(10.0 + QUIET_AFTER_S + 0.001) == 0.0
+
+
+def test_work_that_would_run_into_a_send_waits_until_after_it():
+    s = quiet_scheduler(10.0)
+    before_s = 10.0 - QUIET_BEFORE_S - DECODE_WORK_S
+    assert s.quiet_s(before_s - 0.0001, DECODE_WORK_S) == 0.0  # ends before the window
+    assert s.quiet_s(before_s + 0.001, DECODE_WORK_S) == pytest.approx(
+        QUIET_BEFORE_S + DECODE_WORK_S - 0.001 + QUIET_AFTER_S)
+    assert s.quiet_s(before_s + 0.001) == 0.0  # short work fits
+    assert quiet_scheduler(math.inf).quiet_s(10.0, DECODE_WORK_S) == 0.0  # nothing to send
+
+
+def test_a_send_due_just_after_a_commit_goes_out_first():
+    clock = FakeClock()
+    rec = RecordingSink(clock.now)
+    s = Scheduler(clock, Timeline(), [rec], ScriptedEngine(PHRASE).spec, bpm=120.0)
+    s.start(notify=False)
+    s.process(clock.now())
+    commit_t_s = s.next_commit_t_s()
+    assert s.commit_at_s() == commit_t_s  # nothing to send near it
+    s._push(ClockEvent(commit_t_s + COMMIT_CLEAR_S + 0.0001, -1, "tick"))
+    assert s.commit_at_s() == commit_t_s  # a send well after it does not hold it back
+    s._push(ClockEvent(commit_t_s + 0.001, -1, "tick"))
+    assert s.commit_at_s() == s.next_t_s() == commit_t_s + 0.001
+    clock.advance_to(commit_t_s + 0.001)
+    s.process(clock.now())
+    assert [e.t_s for e, _ in rec.records] == [commit_t_s + 0.001]  # sent, then committed
+    assert s.next_bar == 1
+
+
+def test_a_commit_waits_for_sends_only_within_its_slack():
+    clock = FakeClock()
+    s = Scheduler(clock, Timeline(), [], ScriptedEngine(PHRASE).spec, bpm=120.0)
+    s.start(notify=False)
+    s.process(clock.now())
+    commit_t_s = s.next_commit_t_s()
+    s._push(ClockEvent(commit_t_s + COMMIT_CLEAR_S - 0.0001, -1, "tick"))
+    assert s.commit_at_s() == min(commit_t_s + COMMIT_CLEAR_S - 0.0001,
+                                  commit_t_s + COMMIT_SLACK_S)
+    assert COMMIT_SLACK_S < COMMIT_MARGIN_S  # the bar's own first send is never delayed by it

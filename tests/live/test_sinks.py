@@ -112,3 +112,46 @@ def test_missing_output_port_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(midi_sink, "_backend", lambda api: Backend())
     with pytest.raises(MidiError, match="no MIDI output port 'Ableton'; available: Midi Through:0, Some Synth"):
         midi_sink.open_existing("Ableton")
+
+
+class FakeSocket:
+    def __init__(self):
+        self.sent: list[tuple[bytes, tuple]] = []
+
+    def sendto(self, dgram, address):
+        self.sent.append((dgram, address))
+
+
+def test_targets_with_an_expiry_stop_at_it_unless_renewed():
+    sock = FakeSocket()
+    sink = OscSink(sock, [("127.0.0.1", 4560)])
+    lan = ("192.168.1.20", 9000)
+    assert sink.add_target(lan, expires_t_s=10.0)
+
+    def sent_to_at(t_s):
+        sock.sent.clear()
+        e = HitEvent(t_s, 0, 0, "kick", 36, 1.0)
+        sink.prepare(e)
+        sink.emit(e)
+        return [a for _, a in sock.sent]
+
+    assert sent_to_at(9.99) == [("127.0.0.1", 4560), lan]
+    assert sent_to_at(10.0) == [("127.0.0.1", 4560)]
+    assert sink.renew(lan, 20.0) and sent_to_at(15.0) == [("127.0.0.1", 4560), lan]
+    assert not sink.renew(lan, 19.0)  # never shortened
+    assert not sink.renew(("127.0.0.1", 4560), 30.0)  # --send targets never expire
+    assert sink.add_target(lan, expires_t_s=25.0) and sink.expiries()[lan] == 25.0
+    sink.prune(24.0)
+    assert sink.targets == (("127.0.0.1", 4560), lan)
+    sink.prune(25.0)
+    assert sink.targets == (("127.0.0.1", 4560),)
+    assert sent_to_at(26.0) == [("127.0.0.1", 4560)]
+
+
+def test_a_target_added_without_expiry_keeps_none():
+    sink = OscSink(FakeSocket())
+    lan = ("192.168.1.20", 9000)
+    sink.add_target(lan, expires_t_s=5.0)
+    sink.add_target(lan)  # set again from loopback: permanent
+    sink.add_target(lan, expires_t_s=50.0)  # and a later network request does not shorten it
+    assert sink.expiries() == {lan: None}

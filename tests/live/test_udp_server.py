@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import gc
+import socket
 
 import numpy as np
 import pytest
 from pythonosc.osc_message_builder import build_msg
 
 from groove_live.latent import random_latents
+from groove_live.live.events import BarEvent, HitEvent
+from groove_live.live.osc_wire import decode_message
 from groove_live.live.server import ServeConfig, Server
 from groove_live.live.worker import phrase_bars
 
+from .conftest import OfflineUdpServer
 from .fake_engine import FakeEngine
 from .osc_client import OscClient
 
@@ -217,3 +221,98 @@ def test_tempo_stop_start_mute_over_osc(running):
     info = client.request("/groove/info").params
     info = dict(zip(info[1::2], info[2::2]))
     assert info["bpm"] == 300.0 and info["muted"].startswith("kick,snare")
+
+
+# --- no reply ever provokes a reply --------------------------------------------------------
+@pytest.fixture
+def udp_client():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2.0)
+    yield sock
+    sock.close()
+
+
+def ask(client, rig, address, *args):
+    client.sendto(build_msg(address, list(args)).dgram, ("127.0.0.1", rig.port))
+    rig.handle(1)
+    reply = decode_message(client.recv(65536))
+    return reply.address, list(reply.args)
+
+
+def outputs_after(rig, t_s):
+    """Datagrams the rig's OscSink sent per target after t_s: one per hit and per bar."""
+    return sum(1 for e, _ in rig.recording.records
+               if isinstance(e, (HitEvent, BarEvent)) and e.t_s > t_s)
+
+
+def test_the_servers_own_address_is_refused_as_a_target(udp_client):
+    rig = OfflineUdpServer()
+    try:
+        for args in ([rig.port], ["127.0.0.1", rig.port], ["localhost", rig.port]):
+            address, params = ask(udp_client, rig, "/groove/target", *args)
+            assert address == "/groove/error" and "groove-live itself" in params[1], params
+        assert rig.server.osc_sink.targets == ()
+    finally:
+        rig.close()
+
+
+def test_two_servers_targeting_each_other_exchange_hits_but_never_a_reply(udp_client):
+    a, b = OfflineUdpServer(), OfflineUdpServer(seed=4)
+    try:
+        assert ask(udp_client, a, "/groove/target", b.port)[0] == "/groove/ack"
+        assert ask(udp_client, b, "/groove/target", a.port)[0] == "/groove/ack"
+        t0 = a.clock.now()
+        for bar in range(1, 5):
+            a.run_until(t0 + bar)
+            b.run_until(t0 + bar)
+        sent_a, sent_b = outputs_after(a, t0), outputs_after(b, t0)
+        assert sent_a > 20 and sent_b > 20
+        b.handle(sent_a)  # exactly what the other sent: pump_osc takes all that is waiting
+        a.handle(sent_b)
+        assert (a.server.replies, b.server.replies) == (1, 1)  # the acks to the client only
+        assert (a.server.api.ignored, b.server.api.ignored) == (sent_b, sent_a)
+        # A request that looks like it came from the other server gets one reply, which the
+        # other drops: the exchange ends there.
+        a.server.sock.sendto(build_msg("/groove/info", []).dgram, ("127.0.0.1", b.port))
+        b.handle(1)
+        a.handle(1)
+        assert b.server.replies == 2 and a.server.replies == 1
+        assert a.server.api.ignored == sent_b + 1
+        # Untargeted, they go quiet: nothing more arrives but the client's own fences.
+        assert ask(udp_client, a, "/groove/untarget", b.port)[0] == "/groove/ack"
+        assert ask(udp_client, b, "/groove/untarget", a.port)[0] == "/groove/ack"
+        t1 = a.clock.now()
+        for bar in range(1, 5):
+            a.run_until(t1 + bar)
+            b.run_until(t1 + bar)
+        assert outputs_after(a, t1) > 20  # still playing, to no one
+        assert ask(udp_client, a, "/groove/ping", 1)[0] == "/groove/ack"  # handle(1): nothing else
+        assert ask(udp_client, b, "/groove/ping", 1)[0] == "/groove/ack"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_send_addresses_are_checked_when_the_server_is_built():
+    from groove_live.live.server import ServeError
+
+    from .procs import free_udp_port
+
+    port = free_udp_port()
+    for sends, why in [((("127.0.0.1", port),), "own address"),
+                       ((("studio.local", 4560),), "numeric IPv4"),  # resolve_address's job
+                       ((("0.0.0.0", 4560),), "not a destination")]:
+        with pytest.raises(ServeError, match=why):
+            Server(FakeEngine(), ServeConfig(port=port, sends=sends))
+    # Asked for by name, broadcast is let through the kernel (built, never started: no sends).
+    server = Server(FakeEngine(), ServeConfig(port=port, sends=(("255.255.255.255", 4560),)))
+    try:
+        assert server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 1
+    finally:
+        server.close()
+    server = Server(FakeEngine(), ServeConfig(port=port, sends=(("127.0.0.1", 4560),)))
+    try:
+        assert server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 0
+    finally:
+        server.close()
