@@ -2,7 +2,7 @@ r"""Decode latency of one 4-bar pattern: the onnxruntime Engine against torch ea
 
 Prints, in one run: batch-1 p50/p99 (one intra-op thread) for the engine and torch eager and
 their ratio, batch-32 throughput, and the engine's cold start (import + load + first sample in
-a fresh process), beside the goals of issue 3. Which model:
+a fresh process), beside its goals (p99 ≤ 3 ms, ≥ 10x torch eager). Which model:
 
   (no options)          the bundled model; torch eager on its run folder when --run is given,
                         else on random weights of its preset (speed does not depend on values)

@@ -97,7 +97,7 @@ class DrumClass:
     in_pitches: tuple[int, ...]  # GM / Roland TD-11 pitches mapped to this class when reading
 
 
-# Magenta's GrooveConverter 9-class map (REFERENCE.md). Order is the tensor channel order.
+# Magenta's GrooveConverter 9-class map. Order is the tensor channel order.
 # One deliberate difference: Magenta writes the toms as GM 45/48/50, but under its own Roland
 # read map 45 is the mid tom and 48 the high tom, so its files do not read back as themselves.
 # We write 43/47/50 (GM high floor, low-mid and high tom): still ascending GM toms, and a
@@ -125,6 +125,13 @@ class Control:
 
 class SpecError(ValueError):
     """A spec that this runtime cannot use (unknown schema, missing fields, wrong types)."""
+
+
+def _check_plain_word(value: object, what: str) -> None:
+    """Names of voices and controls travel into OSC replies and file names: plain words only."""
+    if not isinstance(value, str) or DRUM_NAME.fullmatch(value) is None:
+        raise SpecError(f"model spec {what} {_show(value)} is not a plain word "
+                        f"(letters, digits, '.', '_', '-'; at most 32)")
 
 
 @dataclass(frozen=True)
@@ -348,9 +355,7 @@ class ModelSpec:
         for control in self.controls:
             if not isinstance(control, Control):
                 raise SpecError(f"model spec control {_show(control)} is not a control")
-            if not isinstance(control.name, str) or DRUM_NAME.fullmatch(control.name) is None:
-                raise SpecError(f"model spec control name {_show(control.name)} is not a plain "
-                                f"word (letters, digits, '.', '_', '-'; at most 32)")
+            _check_plain_word(control.name, "control name")
             if control.name in names:
                 raise SpecError(f"model spec names the decoder input {control.name!r} twice")
             names.add(control.name)
@@ -365,9 +370,7 @@ class ModelSpec:
         for drum in self.drums:
             if not isinstance(drum, DrumClass):
                 raise SpecError(f"model spec drum {_show(drum)} is not a drum class")
-            if not isinstance(drum.name, str) or DRUM_NAME.fullmatch(drum.name) is None:
-                raise SpecError(f"model spec drum name {_show(drum.name)} is not a plain word "
-                                f"(letters, digits, '.', '_', '-'; at most 32)")
+            _check_plain_word(drum.name, "drum name")
             if drum.name in names:
                 raise SpecError(f"model spec names the drum {drum.name!r} twice")
             names.add(drum.name)

@@ -1,7 +1,7 @@
 """`groove-train evaluate`: score a run on a split (reconstructions and prior samples).
 
 Writes `evaluation_<split>.json` (every number) and `evaluation_<split>.md` (the table with
-the goals of issue 2) into the run folder, and with a plot folder piano-roll PNGs.
+the quality goals) into the run folder, and with a plot folder piano-roll PNGs.
 
 Reconstructions use z = mu and greedy hits (logit > 0), so the scores are deterministic and
 measure the model rather than the dice: "teacher_forced" feeds the true previous step,

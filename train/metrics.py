@@ -259,7 +259,7 @@ def sample_metrics(data: Patterns, samples: Patterns, max_windows: int = 1000,
 
 @dataclass(frozen=True)
 class Goal:
-    """A target from issue 2: value must lie in [low, high]."""
+    """A quality goal: value must lie in [low, high]."""
 
     low: float = -np.inf
     high: float = np.inf
