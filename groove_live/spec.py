@@ -33,13 +33,28 @@ KINDS = {
     "groovae": "continuous: per-step hits, velocities and timing offsets per drum voice",
     "categorical": "reserved: MusicVAE drums, one class out of 2^voices per step",
     "hierarchical": "reserved: MusicVAE 16-bar, a conductor RNN over per-bar decoders",
-    "conditioned": "reserved: GrooVAE humanize/drumify/infill, per-step controls to the decoder",
+    "conditioned": "GrooVAE humanize/drumify/infill: the decoder also takes the task's input "
+                   "pattern as a per-step control",
     "pitched": "reserved: pitched voices (e.g. a GAN), pitch per voice and step",
 }
 # Kinds whose decoder takes per-step controls (and must name at least one).
 CONTROLLED_KINDS = ("conditioned",)
+# GrooVAE's tasks, each a model of kind "conditioned": the runtime turns a user's pattern into
+# the model's control with the task's transformation (groove_live/transforms.py), and the graph
+# returns the finished pattern (humanize keeps the control's hits; infill keeps every voice but
+# the hi-hats).
+TASKS = {
+    "humanize": "quantized, flat-velocity pattern -> the same notes with a drummer's velocity "
+                "and timing",
+    "drumify": "taps on one voice -> a full kit (GrooVAE's Tap2Drum)",
+    "infill": "a pattern without hi-hats -> the hi-hats a drummer would add",
+}
+# The control every task model takes: its input pattern in the flat layout (hits, velocities,
+# offsets per voice, so 3 x voices channels).
+TASK_CONTROL = "input"
 # Fields that fix the data a model reads and writes: a data cache and a model must agree on all.
-DATA_SHAPE_FIELDS = ("kind", "steps_per_bar", "bars", "beats_per_bar", "drums", "controls")
+DATA_SHAPE_FIELDS = ("kind", "task", "steps_per_bar", "bars", "beats_per_bar", "drums",
+                     "controls")
 
 # A spec comes from a model file, which may come from anyone: every field is checked before
 # use, and these bounds are far above any real model yet small enough that a hostile file
@@ -146,6 +161,8 @@ class ModelSpec:
     z_size: int = 256
     # Per-step inputs the decoder takes besides z (kinds in CONTROLLED_KINDS only).
     controls: tuple[Control, ...] = ()
+    # Kind "conditioned" only: which of TASKS the model does ("" for every other kind).
+    task: str = ""
     # How the continuous outputs are encoded in the decoder's output tensors.
     velocity_encoding: str = "unit"  # velocity in [0, 1] = midi_velocity / 127
     offset_encoding: str = "step_fraction"  # (onset - grid) / step length in [-0.5, 0.5), + = late
@@ -204,6 +221,14 @@ class ModelSpec:
         """The fields a data cache and a model must agree on, as plain data."""
         d = self.to_dict()
         return {name: d[name] for name in DATA_SHAPE_FIELDS}
+
+    def window_spec(self) -> "ModelSpec":
+        """The spec of the played windows this model learns from. A task model reads the same
+        windows as a GrooVAE and makes its controls from them, so its data cache is that of a
+        GrooVAE of the same shape."""
+        if self.kind != "conditioned":
+            return self
+        return self.replace(kind="groovae", controls=(), task="")
 
     def data_shape_mismatch(self, other: "ModelSpec") -> tuple[str, str, str] | None:
         """The first data-shape field where `other` differs: (field, other's, ours) as short
@@ -331,6 +356,16 @@ class ModelSpec:
                         raise SpecError(f"model spec names the {graph} tensor {tensor!r} twice")
                     seen.add(tensor)
         self._validate_controls()  # after the tensor names, which control names must not repeat
+        if self.kind == "conditioned":
+            if not isinstance(self.task, str) or self.task not in TASKS:
+                raise SpecError(f"model spec task {_show(self.task)} is unknown; known: "
+                                f"{', '.join(TASKS)}")
+            want = Control(TASK_CONTROL, self.step_size)
+            if self.controls != (want,):
+                raise SpecError(f"model spec of a {self.task} model must take one control "
+                                f"{TASK_CONTROL!r} of {self.step_size} channels")
+        elif self.task != "":
+            raise SpecError(f"model spec task {_show(self.task)} is only for kind 'conditioned'")
         if not is_plain_name(self.model_name):
             raise SpecError(f"model spec model_name {_show(self.model_name)} is not a plain name "
                             f"(letters, digits, '.', '_', '-'; at most 64; not starting with '.')")
@@ -424,6 +459,8 @@ def migrate_v1(d: dict) -> dict:
     for name in ("kind", "controls"):
         if name in d:
             raise SpecError(f"model spec schema 1 has no field {name!r}")
+    if "task" in d:
+        raise SpecError("model spec schema 1 has no field 'task'")
     return {**d, "schema_version": SCHEMA_VERSION, "kind": "groovae", "controls": []}
 
 

@@ -65,3 +65,28 @@ def _voice_index(spec: ModelSpec, name: str) -> int:
     if name not in spec.drum_names:
         raise ValueError(f"unknown voice {name!r}; voices: {', '.join(spec.drum_names)}")
     return spec.drum_names.index(name)
+
+
+def task_input(task: str, patterns: Patterns, spec: ModelSpec) -> Patterns:
+    """What a task model is given: the transformation whose inverse it learned. Training makes
+    its controls with this function and the runtime turns a user's pattern into the model's
+    control with it, so the two cannot drift apart."""
+    if task == "humanize":
+        return quantize(patterns)
+    if task == "drumify":
+        return tapify(patterns, spec)
+    if task == "infill":
+        return drop_voices(patterns, spec, HIHAT_VOICES)
+    raise ValueError(f"unknown task {task!r}; tasks: humanize, drumify, infill")
+
+
+def generated_voices(task: str, spec: ModelSpec) -> np.ndarray:
+    """(voices,) 1 where the task model writes the voice, 0 where the output keeps the input's:
+    infill writes only the hi-hats; humanize and drumify write every voice (humanize keeps the
+    input's hits but writes their velocity and timing)."""
+    if task == "infill":
+        mask = np.zeros(spec.n_drums, np.float32)
+        for name in HIHAT_VOICES:
+            mask[_voice_index(spec, name)] = 1.0
+        return mask
+    return np.ones(spec.n_drums, np.float32)

@@ -196,7 +196,7 @@ def test_the_committed_specs_pass(toy_spec):
     # The committed toy model is schema 1: it reads as schema 2's "groovae" without controls.
     assert toy_spec["schema_version"] == 1
     assert json.loads(ModelSpec.from_dict(toy_spec).to_json()) == {
-        **toy_spec, "schema_version": 2, "kind": "groovae", "controls": []}
+        **toy_spec, "schema_version": 2, "kind": "groovae", "controls": [], "task": ""}
     ModelSpec().validate()  # the defaults, which training starts from
     from groove_live.engine import BUNDLED_MODEL_PATH
     if BUNDLED_MODEL_PATH.is_file():

@@ -20,7 +20,7 @@ CONDITIONED = ModelSpec(kind="conditioned", controls=(Control("hit_pattern", 9),
 def _v1(spec: ModelSpec = ModelSpec()) -> dict:
     """A schema 1 dict as groove-live wrote them before kinds existed."""
     d = json.loads(spec.to_json())
-    del d["kind"], d["controls"]
+    del d["kind"], d["controls"], d["task"]
     return {**d, "schema_version": 1}
 
 
@@ -53,6 +53,7 @@ def test_the_committed_schema_1_files_read_as_groovae(toy_model_path):
 def test_schema_1_with_schema_2_fields_is_refused():
     assert "schema 1 has no field 'kind'" in _one_line_spec_error({**_v1(), "kind": "groovae"})
     assert "controls" in _one_line_spec_error({**_v1(), "controls": []})
+    assert "task" in _one_line_spec_error({**_v1(), "task": "humanize"})
     with pytest.raises(SpecError):
         migrate_v1({"kind": "pitched"})
 

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from groove_live.spec import DEFAULT_SPEC, ModelSpec
+from groove_live.spec import DEFAULT_SPEC, TASK_CONTROL, Control, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,18 @@ class TrainConfig:
 
 # Spec fields of the 4-bar GrooVAE presets: the data every one of them reads and writes.
 GROOVAE_4BAR = {"kind": "groovae", "bars": 4, "steps_per_bar": 16}
+# GrooVAE's task models read 2-bar windows, as Magenta's task models (groovae_2bar_humanize,
+# _tap_fixed_velocity, _add_closed_hh) do: a live coder's loop is one or two bars (a 1-bar
+# pattern is repeated), two bars of taps are quick to play in, and a shorter phrase means a
+# request is heard sooner (the next 2-bar boundary rather than the next 4-bar one).
+TASK_BARS = 2
+
+
+def task_fields(task: str) -> dict:
+    """Spec fields of a task model: kind "conditioned", its task, the task's one control."""
+    n_voices = DEFAULT_SPEC.n_drums
+    return {"kind": "conditioned", "task": task, "bars": TASK_BARS, "steps_per_bar": 16,
+            "controls": (Control(TASK_CONTROL, 3 * n_voices),)}
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class Preset:
     train: TrainConfig
     # ModelSpec fields fixing the data's shape; the drum voices are the spec's default map.
     spec_fields: dict = field(default_factory=lambda: dict(GROOVAE_4BAR), hash=False)
+    # The exported file's name (NAME.onnx) and the name `--model NAME` finds it by.
+    model_name: str = "groovae"
 
     def spec(self, model: ModelConfig | None = None, **fields) -> ModelSpec:
         """The spec of a model trained with this preset (and `model`, default its own)."""
@@ -90,6 +104,38 @@ PRESETS: dict[str, Preset] = {
                     log_every=10),
     ),
 }
+
+
+# Task models (humanize, drumify, infill): a conditional VAE with a bidirectional decoder (see
+# train/conditioned.py); the Gaussian head, so sampled velocity and timing keep a drummer's spread
+# instead of regressing to the mean.
+def _task_presets() -> dict[str, Preset]:
+    presets = {}
+    for task in ("humanize", "drumify", "infill"):
+        fields = task_fields(task)
+        # GrooVAE's sizes, for a GPU.
+        presets[f"groovae_2bar_{task}"] = Preset(
+            f"groovae_2bar_{task}", ModelConfig(continuous_head="gaussian"), TrainConfig(),
+            fields, model_name=task)
+        # Trains on 2 CPU cores in well under 90 minutes (see MODEL_CARD.md for the runs).
+        presets[f"groovae_2bar_{task}_small"] = Preset(
+            f"groovae_2bar_{task}_small",
+            ModelConfig(enc_rnn_sizes=(128,), dec_rnn_sizes=(128, 128), z_size=32, dropout=0.2,
+                        continuous_head="gaussian", free_bits=16.0),
+            TrainConfig(batch_size=128, max_steps=4000, eval_every=250, eval_batches=8,
+                        checkpoint_every=250),
+            fields, model_name=task)
+        presets[f"groovae_2bar_{task}_tiny"] = Preset(
+            f"groovae_2bar_{task}_tiny",
+            ModelConfig(enc_rnn_sizes=(16,), dec_rnn_sizes=(16,), z_size=8, dropout=0.0,
+                        continuous_head="gaussian"),
+            TrainConfig(batch_size=16, eval_every=100, eval_batches=4, checkpoint_every=100,
+                        log_every=10),
+            fields, model_name=task)
+    return presets
+
+
+PRESETS.update(_task_presets())
 
 
 def get_preset(name: str) -> Preset:

@@ -24,7 +24,7 @@ from groove_live.spec import ModelSpec
 
 from .config import ModelConfig, TrainConfig, get_preset
 from .data import DataError, load_dataset_info, load_split
-from .model import GrooVAE, build_model, count_parameters, losses
+from .model import MODELS, GrooVAE, build_model, count_parameters
 from .run import (CheckpointError, clean_stale_temp_files, describe_mismatch,
                   drop_metrics_after_step, load_run_config, model_header,
                   newest_loadable_checkpoint, rotate_checkpoints, save_checkpoint_atomic,
@@ -108,7 +108,8 @@ def check_dataset(data_dir: Path | None, spec: ModelSpec, expecting: str) -> str
     if data_dir is None:
         raise ValueError("no prepared dataset given (--data DATASET_DIR)")
     data_spec, description = load_dataset_info(data_dir)
-    mismatch = spec.data_shape_mismatch(data_spec)
+    # A task model reads a GrooVAE's windows and makes its controls from them.
+    mismatch = spec.window_spec().data_shape_mismatch(data_spec)
     if mismatch:
         name, theirs, ours = mismatch
         raise DataError(f"data cache {data_dir} has {name}={theirs}, {expecting} expects {ours}")
@@ -133,7 +134,7 @@ def plan_run(run_dir: Path, data_dir, preset: str, model_overrides: dict | None,
         raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
     data_dir = Path(data_dir) if data_dir is not None else None
     description = check_dataset(data_dir, p.spec(model_cfg), f"preset {preset}")
-    spec = p.spec(model_cfg, model_name="groovae", training_data=description,
+    spec = p.spec(model_cfg, model_name=p.model_name, training_data=description,
                   run_id=run_dir.name)
     if dist_info.main:
         save_run_config(run_dir, preset, model_cfg, train_cfg, spec, str(data_dir))
@@ -148,14 +149,17 @@ def clean_run_folder(run_dir: Path) -> None:
 
 
 # --- data ---------------------------------------------------------------------------------------
-def load_data(data_dir: Path, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, validation) windows as flat tensors on the device."""
+def load_data(data_dir: Path, spec: ModelSpec, dev: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) batches' source tensors on the device, as the spec's kind of model
+    reads them (a GrooVAE the windows, a task model the windows beside their task inputs)."""
     train_p, _ = load_split(data_dir, "train")
     val_p, _ = load_split(data_dir, "validation")
     if len(train_p) == 0:
         raise ValueError(f"{data_dir}: the train split is empty")
-    x_train = torch.from_numpy(train_p.to_flat()).to(dev)  # (N, T, 3C)
-    x_val = torch.from_numpy(val_p.to_flat()).to(dev)  # (M, T, 3C)
+    inputs = MODELS[spec.kind].training_inputs
+    x_train = torch.from_numpy(inputs(train_p, spec)).to(dev)  # (N, T, D)
+    x_val = torch.from_numpy(inputs(val_p, spec)).to(dev)  # (M, T, D)
     return x_train, x_val
 
 
@@ -202,9 +206,7 @@ def train_step(ddp_model, model: GrooVAE, optimizer, x: torch.Tensor, lr: float,
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast():
-        heads, mu, sigma = ddp_model(x)
-        terms = losses({k: v.float() for k, v in heads.items()}, x, mu.float(), sigma.float(),
-                       plan.model_cfg)
+        terms = model.loss_terms(ddp_model(x), x)
     optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
@@ -227,8 +229,7 @@ def evaluate(model: GrooVAE, x_val: torch.Tensor, cfg: ModelConfig, batch_size: 
             if max_batches and i >= max_batches:
                 break
             x = x_val[lo:lo + batch_size]
-            heads, mu, sigma = model(x, generator=gen)
-            for k, v in losses(heads, x, mu, sigma, cfg).items():
+            for k, v in model.loss_terms(model(x, generator=gen), x).items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(x)
             n += len(x)
     model.train()
@@ -410,7 +411,7 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
 
     # data, model, optimizer, resume
-    x_train, x_val = load_data(plan.data_dir, dev)
+    x_train, x_val = load_data(plan.data_dir, plan.spec, dev)
     model, optimizer = model_and_optimizer(plan, dev, dist_info)
     done = Progress() if state is None else restore(state, model, optimizer, dist_info,
                                                     use_bf16, run_dir)

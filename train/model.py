@@ -16,6 +16,21 @@ from .config import ModelConfig, spec_for
 MIN_SIGMA = 0.01  # floor of the Gaussian head's std (in each value's loss scale)
 
 
+def split_heads(y: torch.Tensor, c: int, gaussian: bool) -> dict[str, torch.Tensor]:
+    """A (..., 3C or 5C) output layer -> distribution parameters in data units: hit logits,
+    velocity in [0, 1], offset in steps in [-0.5, 0.5], and with a Gaussian head their stds."""
+    heads = {
+        "hit_logits": y[..., :c],
+        "velocity_mean": torch.sigmoid(y[..., c:2 * c]),
+        "offset_mean": 0.5 * torch.tanh(y[..., 2 * c:3 * c]),  # step fraction
+    }
+    if gaussian:
+        heads["velocity_std"] = F.softplus(y[..., 3 * c:4 * c]) + MIN_SIGMA
+        # Offsets' loss scale is [-1, 1) (Magenta's), so their std floor is half in steps.
+        heads["offset_std"] = 0.5 * (F.softplus(y[..., 4 * c:5 * c]) + MIN_SIGMA)
+    return heads
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, spec: ModelSpec):
         super().__init__()
@@ -59,18 +74,7 @@ class Decoder(nn.Module):
 
     def heads(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw network outputs -> distribution parameters, values in data units."""
-        c = self.n_drums
-        y = self.out(out)  # (B, T, 3C or 5C)
-        heads = {
-            "hit_logits": y[..., :c],
-            "velocity_mean": torch.sigmoid(y[..., c:2 * c]),
-            "offset_mean": 0.5 * torch.tanh(y[..., 2 * c:3 * c]),  # step fraction
-        }
-        if self.gaussian:
-            heads["velocity_std"] = F.softplus(y[..., 3 * c:4 * c]) + MIN_SIGMA
-            # Offsets' loss scale is [-1, 1) (Magenta's), so their std floor is half in steps.
-            heads["offset_std"] = 0.5 * (F.softplus(y[..., 4 * c:5 * c]) + MIN_SIGMA)
-        return heads
+        return split_heads(self.out(out), self.n_drums, self.gaussian)
 
     def forward_teacher(self, z: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher forcing: step t sees the true step t-1."""
@@ -145,6 +149,17 @@ class GrooVAE(nn.Module):
         self.spec = spec
         self.encoder = Encoder(cfg, spec)
         self.decoder = Decoder(cfg, spec)
+
+    @staticmethod
+    def training_inputs(patterns, spec: ModelSpec):
+        """(N, T, 3C): what a batch holds for this kind; `fit` asks the model's class."""
+        return patterns.to_flat()
+
+    def loss_terms(self, outputs, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss terms of a forward pass's outputs (cast to float32 after autocast)."""
+        heads, mu, sigma = outputs
+        return losses({k: v.float() for k, v in heads.items()}, x, mu.float(), sigma.float(),
+                      self.cfg)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)
@@ -223,8 +238,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # The torch model of each spec kind groove-train can build; a new kind adds its module's class
-# here (see docs/adding-a-model.md).
-MODELS = {"groovae": GrooVAE}
+# here (see docs/adding-a-model.md). Imported late: those modules build on this one.
+from .conditioned import ConditionedVAE  # noqa: E402
+
+MODELS = {"groovae": GrooVAE, "conditioned": ConditionedVAE}
 
 
 def build_model(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
