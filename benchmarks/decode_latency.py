@@ -12,6 +12,14 @@ a fresh process), beside its goals (p99 ≤ 3 ms, ≥ 10x torch eager). Which mo
 
     .venv/bin/python benchmarks/decode_latency.py --preset groovae_4bar_small \
         --variant fp32 --variant int8 --compare-routes
+
+--tasks times the task models instead (humanize, drumify, infill), a row each: a request to
+pattern ready, i.e. Engine.transform of one 2-bar played pattern (the task's input made from
+it, noise drawn, the decoder run), batch 1, one thread. Which models: each --task-model PATH,
+else the bundled task models, else randomly initialised exports of the groovae_2bar_TASK_small
+presets (speed does not depend on the weights' values):
+
+    .venv/bin/python benchmarks/decode_latency.py --tasks
 """
 from __future__ import annotations
 
@@ -92,6 +100,87 @@ def _random_run(root: Path, preset: str, head: str) -> Path:
     return run
 
 
+def _random_task_run(root: Path, task: str) -> Path:
+    """A run folder holding random weights of groovae_2bar_TASK_small (exportable as is)."""
+    import torch
+
+    from groove_live.train.config import get_preset
+    from groove_live.train.model import build_model
+    from groove_live.train.run import save_checkpoint_atomic, save_run_config
+
+    p = get_preset(f"groovae_2bar_{task}_small")
+    spec = p.spec(model_name=task)
+    run = root / f"random_{p.name}"
+    save_run_config(run, p.name, p.model, p.train, spec, "none")
+    torch.manual_seed(0)
+    save_checkpoint_atomic(run / "best.pt", {"model": build_model(p.model, spec).state_dict(),
+                                             "step": 0})
+    return run
+
+
+def _task_models(paths: tuple[str, ...], root: Path) -> tuple[dict[str, Path], str]:
+    """task -> model file, and where they came from (for the report)."""
+    from groove_live.engine import BUNDLED_MODEL_PATH
+    from groove_live.spec import TASKS
+
+    if paths:
+        return {f"{i}:{Path(p).name}": Path(p) for i, p in enumerate(paths)}, "--task-model"
+    bundled = {task: BUNDLED_MODEL_PATH.with_name(f"{task}.onnx") for task in TASKS}
+    if all(p.is_file() for p in bundled.values()):
+        return bundled, "the bundled task models"
+    from groove_live.export.onnx_export import export_run
+    made = {task: export_run(_random_task_run(root, task), root / f"{task}.onnx").decoder_path
+            for task in TASKS}
+    return made, "random weights of the groovae_2bar_TASK_small presets (no bundled task models)"
+
+
+def task_rows(paths: tuple[str, ...], runs: int, threads: int) -> None:
+    """A row per task model: Engine.transform of one played 2-bar pattern, batch 1."""
+    from groove_live.engine import Engine
+    from groove_live.ort import ort as onnxruntime  # telemetry off
+    from groove_live.pattern import Patterns
+
+    load_start = _load()
+    root = Path(tempfile.mkdtemp(prefix="decode_latency_tasks-"))
+    models, source = _task_models(paths, root)
+    rows = {}
+    for name, path in models.items():
+        engine = Engine.load(path, intra_op_threads=threads)
+        spec = engine.spec
+        rng = np.random.default_rng(0)
+        shape = (1, spec.steps, spec.n_drums)
+        hits = (rng.random(shape) < 0.2).astype(np.float32)  # a played pattern's density
+        played = Patterns(hits, rng.uniform(0.2, 1.0, shape).astype(np.float32),
+                          rng.uniform(-0.3, 0.3, shape).astype(np.float32)).cleaned()
+        wall, cpu = _times(lambda: engine.transform(played, 1.0, seed=int(rng.integers(1 << 31))),
+                           runs)
+        rows[name] = {"task": engine.task, "preset": spec.preset, "z": spec.z_size,
+                      "mb": path.stat().st_size / 1e6, "p50_ms": np.median(wall) * 1e3,
+                      "p99_ms": np.percentile(wall, 99) * 1e3, "cpu_p50_ms": np.median(cpu) * 1e3,
+                      "cpu_p99_ms": np.percentile(cpu, 99) * 1e3}
+    load_end = _load()
+    waited = any(r["p50_ms"] > 1.05 * r["cpu_p50_ms"] for r in rows.values())
+    print(f"# Task model latency, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
+    print(f"    {' '.join([Path(sys.executable).name, *sys.argv])}\n")
+    print(f"- machine: {_cpu_name()}, {os.cpu_count()} cores; load average {load_start} at start, "
+          f"{load_end} at end" + (" (the CPU was shared with other work: wall times include "
+                                  "waiting for it; CPU times do not)" if waited else
+                                  " (wall p50 within 5 % of CPU p50: the core was ours)"))
+    print(f"- onnxruntime {onnxruntime.__version__}, {threads} intra-op thread(s); one request ="
+          f" Engine.transform of one 2-bar played pattern (task input, noise, decoder), "
+          f"{runs} timed")
+    print(f"- models: {source}\n")
+    print("| model | task | preset | decoder file MB | p50 ms | p99 ms | CPU p50 ms | "
+          "CPU p99 ms |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['task']} | {r['preset']} | {r['mb']:.2f} | {r['p50_ms']:.3f} | "
+              f"{r['p99_ms']:.3f} | {r['cpu_p50_ms']:.3f} | {r['cpu_p99_ms']:.3f} |")
+    print(f"\nGoal: p99 <= {GOAL_P99_MS:g} ms per request: "
+          + "; ".join(f"{name} {'met' if r['p99_ms'] <= GOAL_P99_MS else 'MISSED'}"
+                      for name, r in rows.items()))
+
+
 def _torch_model(run: Path | None, spec):
     import torch
 
@@ -137,8 +226,16 @@ def _load() -> str:
 @click.option("--threads", default=1, show_default=True, help="Intra-op threads (both sides).")
 @click.option("--compare-routes", is_flag=True,
               help="Also time the TorchScript-loop and step-driven exports (route choice).")
+@click.option("--tasks", is_flag=True,
+              help="Time the task models (humanize, drumify, infill) instead: a row each.")
+@click.option("--task-model", "task_models", multiple=True,
+              type=click.Path(dir_okay=False, exists=True),
+              help="With --tasks: a task model file to time (repeat); default the bundled ones.")
 def main(model_path, run_dir, preset, head, variants, runs, torch_runs, cold_runs, threads,
-         compare_routes):
+         compare_routes, tasks, task_models):
+    if tasks or task_models:
+        task_rows(task_models, runs, threads)
+        return
     import torch
 
     from groove_live.engine import BUNDLED_MODEL_PATH, Engine

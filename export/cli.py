@@ -13,7 +13,7 @@ def _fail(message: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Export trained GrooVAE runs for the groove-live runtime."""
+    """Export trained GrooVAE runs (sampling and task models) for the groove-live runtime."""
 
 
 @main.command()
@@ -27,7 +27,7 @@ def main() -> None:
 @click.option("--variant", default="fp32", show_default=True,
               type=click.Choice(["fp32", "fp16", "int8"]),
               help="Decoder weights: fp32, or int8 (checked against fp32 within a stated "
-                   "tolerance, timed against it).")
+                   "tolerance, timed against it; sampling GrooVAE models only).")
 def onnx(run_dir, out_path, which, variant):
     """Export, verify against torch, and write the decoder + encoder ONNX files."""
     if variant == "fp16":

@@ -1,9 +1,11 @@
 """A run folder -> a self-describing, self-checked ONNX decoder and encoder for the runtime.
 
-Writes MODEL.onnx (the decoder: z, temperature and noise -> hits, velocities, offsets for every
-step) and MODEL.encoder.onnx (pattern -> mu, sigma), both with dynamic batch and the ModelSpec
-JSON in their metadata. Before anything is moved into place, the files are loaded by the
-runtime's own Engine (spec and shape checks included) and compared with the torch model.
+Writes MODEL.onnx (the decoder: z, temperature and noise, plus a task model's input pattern ->
+hits, velocities, offsets for every step) and MODEL.encoder.onnx (pattern -> mu, sigma), both
+with dynamic batch and the ModelSpec JSON in their metadata. How the decoder is built depends on
+the spec's kind (DECODER_EXPORTS); the encoder is the same for every kind. Before anything is
+moved into place, the files are loaded by the runtime's own Engine (spec and shape checks
+included) and compared with the torch model.
 """
 from __future__ import annotations
 
@@ -29,10 +31,42 @@ from groove_live.spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, V
                               ModelSpec)
 
 from ..train.run import RunError, load_model, weights_path
+from .conditioned_graph import build_conditioned_decoder
 from .decoder_graph import OPSET, VARIANTS, build_decoder
 from .verify import VerificationError, compare_variant, median_latency_s, verify_against_torch
 
 ROUTE = "hand-built Scan over steps (layer 0 z-share precomputed, LSTM ops above)"
+
+
+@dataclass(frozen=True)
+class DecoderExport:
+    """How one spec kind's decoder becomes ONNX: build(model, spec, variant) and what it offers."""
+    build: Callable
+    route: str
+    variants: tuple[str, ...]
+    describe: Callable[[onnx.ModelProto], str]  # the graph's size, for the log
+
+
+def _loop_size(graph: onnx.ModelProto) -> str:
+    return (f"{len(graph.graph.node)} nodes, "
+            f"{sum(len(a.g.node) for n in graph.graph.node for a in n.attribute if a.g.node)}"
+            f" per step")
+
+
+# The decoder export of each model kind; a new kind adds a line (see docs/adding-a-model.md).
+DECODER_EXPORTS = {
+    "groovae": DecoderExport(lambda model, spec, variant: build_decoder(model.decoder, spec,
+                                                                        variant),
+                             ROUTE, VARIANTS, _loop_size),
+    # Task models are fp32 only for now: an int8 decoder would need its own tolerance check
+    # against fp32 (the int8 route above is built for GrooVAE's step loop), and its speed-up
+    # is unmeasured.
+    "conditioned": DecoderExport(lambda model, spec, variant: build_conditioned_decoder(model,
+                                                                                        spec),
+                                 "torch.onnx TorchScript export of ConditionedVAE.sample "
+                                 "(one bidirectional LSTM pass)", ("fp32",),
+                                 lambda graph: f"{len(graph.graph.node)} nodes, no step loop"),
+}
 
 
 class ExportError(ValueError):
@@ -56,6 +90,9 @@ def _load(run_dir: Path, which: str):
         model, cfg, spec = load_model(run_dir, which)
         source = weights_path(run_dir, which)
         decode_path(spec, source)  # only kinds the runtime can decode are worth exporting
+        if spec.kind not in DECODER_EXPORTS:
+            raise ExportError(f"{source}: a {spec.kind!r} model, which groove-export cannot "
+                              f"export (it exports: {', '.join(DECODER_EXPORTS)})")
     except RunError as e:  # load_model reads weights only as plain data, and turns a torn,
         # foreign or code-carrying file, or weights that do not fit their spec, into one line
         raise ExportError(str(e)) from None
@@ -118,21 +155,23 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
     stages = 5 if variant == "fp32" else 6
 
     model, cfg, spec, source = _load(run_dir, which)
+    how = DECODER_EXPORTS[spec.kind]
+    if variant not in how.variants:
+        raise ExportError(f"{source}: a {spec.task or spec.kind} model exports as "
+                          f"{', '.join(how.variants)} only, not {variant}")
     out_path = Path(out_path) if out_path is not None else default_out_path(run_dir, spec, variant)
     log(f"[1/{stages}] run {run_dir}: {source.name} ({spec.run_id}), preset {spec.preset or '?'}"
         f", {cfg.continuous_head} head, z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}")
 
-    info = {"route": ROUTE, "source": f"{run_dir.resolve().name}/{source.name}",
+    info = {"route": how.route, "source": f"{run_dir.resolve().name}/{source.name}",
             "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "opset": OPSET}
     encoder_path = encoder_path_for(out_path)
     decoder_meta = {ENCODER_KEY: encoder_path.name, EXPORT_KEY: json.dumps(info, sort_keys=True)}
-    decoder = build_decoder(model.decoder, spec, "fp32")
+    decoder = how.build(model, spec, "fp32")
     _describe(decoder, spec, "decoder", {**decoder_meta, VARIANT_KEY: "fp32"})
-    log(f"[2/{stages}] decoder graph: {len(decoder.graph.node)} nodes, "
-        f"{sum(len(a.g.node) for n in decoder.graph.node for a in n.attribute if a.g.node)}"
-        f" per step")
+    log(f"[2/{stages}] decoder graph: {how.describe(decoder)}")
     encoder = _encoder_model(model, spec)
     _describe(encoder, spec, "encoder", {EXPORT_KEY: json.dumps(info, sort_keys=True)})
     log(f"[3/{stages}] encoder graph: {len(encoder.graph.node)} nodes")
@@ -161,7 +200,7 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
         variant_checks: dict = {}
         if variant != "fp32":
             try:
-                quantized = build_decoder(model.decoder, spec, variant)
+                quantized = how.build(model, spec, variant)
             except ValueError as e:
                 raise ExportError(f"{run_dir}: {e}") from None
             _describe(quantized, spec, "decoder", {**decoder_meta, VARIANT_KEY: variant})

@@ -8,8 +8,12 @@ import torch
 
 from groove_live.engine import Engine
 from groove_live.pattern import Patterns
+from groove_live.transforms import generated_voices, task_input
 
 CONTINUOUS_TOLERANCE = 1e-4  # fp32 graph vs torch: velocities, offsets, mu, sigma
+# A task model is checked at these temperatures: 0 (the most likely pattern, no noise at all),
+# and two where the noise is drawn, so a graph that drops or misscales it is caught.
+TASK_TEMPERATURES = (0.0, 0.5, 1.0)
 # A quantized variant decodes other patterns than fp32 once a hit flips (the flip is fed back,
 # and from there on the two patterns differ), so it is compared on shared latents and noise
 # over each pattern's shared history only: the steps up to and including its first flip.
@@ -33,7 +37,12 @@ def _random_patterns(n: int, engine: Engine, rng: np.random.Generator) -> Patter
 
 def verify_against_torch(engine: Engine, model, n: int = 16, seed: int = 0) -> dict:
     """Decode fixed latents with fixed noise at several temperatures, encode fixed patterns,
-    and compare with the torch model: hits identical, continuous values within tolerance."""
+    and compare with the torch model: hits identical, continuous values within tolerance.
+    Each model kind has its own decoder check (VERIFIERS); the encoder's is shared."""
+    return VERIFIERS[engine.spec.kind](engine, model, n, seed)
+
+
+def _verify_groovae(engine: Engine, model, n: int, seed: int) -> dict:
     spec = engine.spec
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, spec.z_size)).astype(np.float32)
@@ -56,27 +65,102 @@ def verify_against_torch(engine: Engine, model, n: int = 16, seed: int = 0) -> d
         "velocity_max_abs": float(np.abs(got.velocities - ref[1]).max()),
         "offset_max_abs": float(np.abs(got.offsets - ref[2]).max()),
     }
-    if engine.has_encoder:
-        patterns = _random_patterns(n, engine, rng)
-        mu, sigma = engine.encode(patterns)
-        with torch.no_grad():
-            ref_mu, ref_sigma = (t.numpy() for t in model.encoder(
-                torch.from_numpy(patterns.to_flat())))
-        for (name, want), array in zip(shapes["encoder_outputs"].items(), (mu, sigma)):
-            if array.shape != want:
-                raise VerificationError(f"encoder output {name} is {array.shape}, the spec "
-                                        f"says {want}")
-        report["mu_max_abs"] = float(np.abs(mu - ref_mu).max())
-        report["sigma_max_abs"] = float(np.abs(sigma - ref_sigma).max())
+    _verify_encoder(engine, model, n, rng, report)
     if flips:
         raise VerificationError(f"{flips} of {ref[0].size} hits differ from torch")
+    _check_tolerance(report)
+    return report
+
+
+def _verify_encoder(engine: Engine, model, n: int, rng: np.random.Generator,
+                    report: dict) -> None:
+    """Encode fixed played patterns in both; adds mu/sigma max abs differences to `report`."""
+    if not engine.has_encoder:
+        return
+    shapes = engine.spec.io_shapes(n)
+    patterns = _random_patterns(n, engine, rng)
+    mu, sigma = engine.encode(patterns)
+    with torch.no_grad():
+        ref_mu, ref_sigma = (t.numpy() for t in model.encoder(
+            torch.from_numpy(patterns.to_flat())))
+    for (name, want), array in zip(shapes["encoder_outputs"].items(), (mu, sigma)):
+        if array.shape != want:
+            raise VerificationError(f"encoder output {name} is {array.shape}, the spec "
+                                    f"says {want}")
+    report["mu_max_abs"] = float(np.abs(mu - ref_mu).max())
+    report["sigma_max_abs"] = float(np.abs(sigma - ref_sigma).max())
+
+
+def _check_tolerance(report: dict) -> None:
     worst = max(v for k, v in report.items() if k.endswith("_max_abs"))
     if not worst <= CONTINUOUS_TOLERANCE:  # `not <=` also catches NaN
         raise VerificationError(
             "continuous outputs differ from torch by more than "
             f"{CONTINUOUS_TOLERANCE:g}: " + ", ".join(
                 f"{k} {v:.2e}" for k, v in report.items() if k.endswith("_max_abs")))
+
+
+def _verify_conditioned(engine: Engine, model, n: int, seed: int) -> dict:
+    """A task model: the task's inputs made from fixed played patterns (as `Engine.transform`
+    makes them), fixed z and noise, at TASK_TEMPERATURES. Besides agreeing with torch, the
+    output must be a finished pattern that keeps what the task promises to keep: humanize
+    the user's hits, infill every voice but the hi-hats (hits, velocities and timing)."""
+    spec, task = engine.spec, engine.spec.task
+    rng = np.random.default_rng(seed)
+    played = _random_patterns(n, engine, rng)
+    control = task_input(task, played, spec).to_flat()
+    z = rng.standard_normal((n, spec.z_size)).astype(np.float32)
+    hit_noise, cont_noise = engine.noise(n, rng)
+    shapes = spec.io_shapes(n)
+    kept = generated_voices(task, spec) == 0  # (C,) voices the output copies from the input
+    report = {"decoded": n * len(TASK_TEMPERATURES), "hit_cells": 0, "hit_mismatches": 0,
+              "velocity_max_abs": 0.0, "offset_max_abs": 0.0, "task": task,
+              "temperatures": list(TASK_TEMPERATURES), "hit_rate": []}
+    for temperature in TASK_TEMPERATURES:
+        t = np.full(n, temperature, np.float32)
+        got = engine.decode_noise(z, t, hit_noise, cont_noise, control)
+        with torch.no_grad():
+            ref = [a.numpy() for a in model.sample(*(torch.from_numpy(a) for a in (
+                z, t, hit_noise, cont_noise, control)))]
+        for (name, want), array in zip(shapes["decoder_outputs"].items(),
+                                       (got.hits, got.velocities, got.offsets)):
+            if array.shape != want:
+                raise VerificationError(f"decoder output {name} is {array.shape}, the spec "
+                                        f"says {want}")
+        report["hit_cells"] += int(ref[0].size)
+        report["hit_mismatches"] += int((got.hits != ref[0]).sum())
+        report["hit_rate"].append(round(float(ref[0].mean()), 4))
+        for key, a, b in (("velocity_max_abs", got.velocities, ref[1]),
+                          ("offset_max_abs", got.offsets, ref[2])):
+            report[key] = max(report[key], float(np.abs(a - b).max()))
+        _check_task_rules(task, played.cleaned(), got, kept, temperature)
+    _verify_encoder(engine, model, n, rng, report)
+    if report["hit_mismatches"]:
+        raise VerificationError(f"{report['hit_mismatches']} of {report['hit_cells']} hits "
+                                f"differ from torch")
+    _check_tolerance(report)
     return report
+
+
+def _check_task_rules(task: str, played: Patterns, got: Patterns, kept: np.ndarray,
+                      temperature: float) -> None:
+    """What every consumer relies on, checked on the exported graph's own output."""
+    at = f"at temperature {temperature:g}"
+    finished = got.cleaned()
+    if not all(np.array_equal(a, b) for a, b in zip(
+            (got.hits, got.velocities, got.offsets),
+            (finished.hits, finished.velocities, finished.offsets))):
+        raise VerificationError(f"the {task} decoder's output is not a finished pattern {at} "
+                                f"(hits 0/1, velocity and timing only on hits, in range)")
+    if task == "humanize" and not np.array_equal(got.hits, played.hits):
+        raise VerificationError(f"the humanize decoder changed the input's hits {at}")
+    if kept.any():
+        for name, a, b in (("hits", got.hits, played.hits),
+                           ("velocities", got.velocities, played.velocities),
+                           ("offsets", got.offsets, played.offsets)):
+            if not np.array_equal(a[..., kept], b[..., kept]):
+                raise VerificationError(f"the {task} decoder changed the {name} of voices it "
+                                        f"must keep from its input {at}")
 
 
 def compare_variant(reference: Engine, variant: Engine, n: int = 256, seed: int = 1) -> dict:
@@ -132,3 +216,7 @@ def median_latency_s(engines: dict[str, Engine], batch: int, rounds: int = 5,
                 engine.decode_noise(z, 1.0, *noise)
                 times[name].append(time.thread_time() - t0)
     return {name: float(np.median(t)) for name, t in times.items()}
+
+
+# The decoder check of each model kind export can write; a new kind adds a line.
+VERIFIERS = {"groovae": _verify_groovae, "conditioned": _verify_conditioned}

@@ -7,6 +7,11 @@ know, or of a model kind it cannot decode, is refused with one clear line (Engin
 files may come from anyone, so every metadata entry is checked before use: the spec field by
 field, the encoder name as a plain file name beside the decoder, the role and variant as known
 words. Tensor names and shapes are the spec's (`ModelSpec.io_shapes`), never restated here.
+
+Two kinds of model are decoded: a sampling GrooVAE (kind "groovae": `sample`, `decode`,
+`interpolate`) and GrooVAE's task models (kind "conditioned", `task` humanize / drumify /
+infill: `transform` turns a user's pattern into the finished pattern). Each refuses the other's
+calls with one line saying which command fits.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
 from .spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY, ModelSpec,
                    SpecError)
+from .transforms import task_input
 
 # The model shipped inside the package (written by `groove-export onnx`, see MODEL_CARD.md).
 BUNDLED_MODEL_PATH = Path(__file__).resolve().parent / "models" / "groovae.onnx"
@@ -210,13 +216,26 @@ class Engine:
 
     def _warm_up(self) -> None:
         # The first run allocates and plans; doing it here keeps it off the first live request.
-        self.sample(1, seed=0)
+        if self.task:
+            self.transform(Patterns.empty(1, self.spec), seed=0)
+        else:
+            self.sample(1, seed=0)
         if self._encoder is not None:
             self.encode(Patterns.empty(1, self.spec))
 
     @property
     def has_encoder(self) -> bool:
         return self._encoder is not None
+
+    @property
+    def task(self) -> str:
+        """"" for a sampling GrooVAE, else the task model's task (humanize, drumify, infill)."""
+        return self.spec.task
+
+    def _refuse_task_model(self, call: str) -> None:
+        if self.task:
+            raise EngineError(f"{self.path}: a {self.task} model, which transforms patterns "
+                              f"rather than {call} them (use groove-live {self.task})")
 
     @property
     def variant(self) -> str:
@@ -238,6 +257,7 @@ class Engine:
     # --- decoding ---------------------------------------------------------------------------
     def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Patterns:
         """n patterns from the prior; the same seed gives the same patterns."""
+        self._refuse_task_model("sampling")
         if n < 1:
             raise ValueError("n must be at least 1")
         rng = np.random.default_rng(seed)
@@ -246,6 +266,7 @@ class Engine:
 
     def decode(self, z: np.ndarray, temperature: float = 1.0, seed: int | None = None) -> Patterns:
         """Patterns from latents z (B, z_size) or (z_size,); seed fixes the sampling noise."""
+        self._refuse_task_model("decoding")
         return self._decode(self._latents(z), temperature, np.random.default_rng(seed))
 
     def noise(self, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -257,25 +278,92 @@ class Engine:
         return hit_noise, cont_noise
 
     def decode_noise(self, z: np.ndarray, temperature, hit_noise: np.ndarray,
-                     cont_noise: np.ndarray) -> Patterns:
+                     cont_noise: np.ndarray, control: np.ndarray | None = None) -> Patterns:
         """Decode with explicit noise (what export verification compares with torch).
 
-        temperature: a float or one per pattern (B,); 0 means greedy hits.
+        temperature: a float or one per pattern (B,); 0 means greedy hits. control: a task
+        model's input pattern in the flat layout (B, T, 3C), as `transform` makes it; None for
+        a sampling GrooVAE.
         """
         z = self._latents(z)
         t = np.broadcast_to(np.asarray(temperature, np.float32), (z.shape[0],))
         if not np.all(np.isfinite(t)) or np.any(t < 0):
             raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
-        return DECODE_PATHS[self.spec.kind](self, z, t, hit_noise, cont_noise)
+        return DECODE_PATHS[self.spec.kind](self, z, t, hit_noise, cont_noise, control)
 
     def _decode_groovae(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
-                        cont_noise: np.ndarray) -> Patterns:
+                        cont_noise: np.ndarray, control: np.ndarray | None) -> Patterns:
         """Kind "groovae": z, temperature and noise in; hits, velocities, offsets out."""
+        if control is not None:
+            raise EngineError(f"{self.path}: a sampling GrooVAE takes no control pattern")
         feed = dict(zip(self.spec.decoder_inputs, (
             z, np.ascontiguousarray(t), np.asarray(hit_noise, np.float32),
             np.asarray(cont_noise, np.float32))))
         hits, velocities, offsets = self._decoder.run(list(self.spec.decoder_outputs), feed)
         return Patterns(hits, velocities, offsets)
+
+    def _decode_conditioned(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
+                            cont_noise: np.ndarray, control: np.ndarray | None) -> Patterns:
+        """Kind "conditioned": z, temperature, noise and the task's input pattern (flat) in;
+        the finished pattern out (the graph applies the task's rules: humanize keeps the
+        input's hits, infill every voice but the hi-hats)."""
+        spec = self.spec
+        want = (z.shape[0], spec.steps, spec.step_size)
+        if control is None or np.shape(control) != want:
+            raise EngineError(f"{self.path}: a {spec.task} model needs its input pattern as "
+                              f"{want}, got {None if control is None else np.shape(control)}")
+        feed = dict(zip(spec.decoder_inputs, (
+            z, np.ascontiguousarray(t), np.asarray(hit_noise, np.float32),
+            np.asarray(cont_noise, np.float32))))
+        feed[spec.controls[0].name] = np.ascontiguousarray(control, np.float32)
+        outputs = self._decoder.run(list(spec.decoder_outputs), feed)
+        # Callers play these as they are (a finished pattern), so a graph that returns anything
+        # else (a hostile or broken file) is refused here rather than sent to a synth.
+        if any(a.shape != want[:2] + (spec.n_drums,) or not np.isfinite(a).all()
+               for a in outputs):
+            raise EngineError(f"{self.path}: the decoder returned something other than "
+                              f"{want[0]} finished patterns (wrong shape or non-finite values)")
+        return Patterns(*outputs)
+
+    def transform(self, patterns: Patterns, temperature: float = 1.0, seed: int | None = None,
+                  z: np.ndarray | None = None) -> Patterns:
+        """A task model's finished patterns (N, steps, voices) from a user's patterns.
+
+        patterns: as the user gave them, played or quantized; the task's input is made from
+        them here (groove_live.transforms.task_input), exactly as in training. z: (N, z_size)
+        or (z_size,) latents, e.g. a groove's encoded feel; None draws them from the prior with
+        `seed`, which also fixes the sampling noise (the same seed gives the same patterns).
+        temperature scales every random part; 0 gives the most likely pattern for z.
+        """
+        spec = self.spec
+        if not self.task:
+            raise EngineError(f"{self.path}: a sampling GrooVAE, not a task model "
+                              f"(humanize, drumify or infill); it cannot transform patterns")
+        if not isinstance(patterns, Patterns):
+            raise EngineError(f"a {self.task} model transforms Patterns, not "
+                              f"{type(patterns).__name__}")
+        want = (spec.steps, spec.n_drums)
+        if patterns.hits.ndim != 3 or patterns.hits.shape[1:] != want or len(patterns) == 0:
+            raise EngineError(f"a {self.task} model takes patterns of {spec.steps} steps x "
+                              f"{spec.n_drums} voices ({spec.bars} bars), got "
+                              f"{'x'.join(map(str, patterns.hits.shape))}")
+        if not all(np.isfinite(a).all() for a in (patterns.hits, patterns.velocities,
+                                                   patterns.offsets)):
+            raise EngineError(f"the patterns to {self.task} hold NaN or infinite values")
+        n = len(patterns)
+        rng = np.random.default_rng(seed)
+        if z is None:
+            z = random_latents(n, spec.z_size, rng)
+        else:
+            z = np.asarray(z, np.float32)
+            z = z[None] if z.ndim == 1 else z
+            if z.shape != (n, spec.z_size) or not np.isfinite(z).all():
+                raise EngineError(f"z must be {n} x {spec.z_size} finite latents (one per "
+                                  f"pattern), got {'x'.join(map(str, z.shape))}")
+            z = np.ascontiguousarray(z)
+        control = task_input(self.task, patterns, spec).to_flat()
+        hit_noise, cont_noise = self.noise(n, rng)
+        return self.decode_noise(z, temperature, hit_noise, cont_noise, control)
 
     def _decode(self, z: np.ndarray, temperature, rng: np.random.Generator) -> Patterns:
         hit_noise, cont_noise = self.noise(z.shape[0], rng)
@@ -310,6 +398,7 @@ class Engine:
         The endpoints are reconstructions of a and b. One noise draw is shared by every step,
         so the patterns change only where the latent moves them.
         """
+        self._refuse_task_model("interpolating")
         if len(a) != 1 or len(b) != 1:
             raise ValueError("interpolate takes one pattern at each end")
         mu, _ = self.encode(Patterns.concat([a, b]))
@@ -329,7 +418,7 @@ class Engine:
             f"data        {s.training_data or '?'}",
             f"schema      {s.schema_version}, variant {self.variant}, "
             f"providers {', '.join(self.providers)}",
-            f"kind        {s.kind}"
+            f"kind        {s.kind}" + (f" ({s.task})" if s.task else "")
             + (f", controls {', '.join(f'{c.name} ({c.channels})' for c in s.controls)}"
                if s.controls else ""),
             f"pattern     {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
@@ -338,7 +427,8 @@ class Engine:
             + ("drawn from a learned Gaussian" if s.continuous_head == "gaussian"
                else "the mean (Magenta)"),
             f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}",
-            f"decoder     {', '.join(s.decoder_inputs)} -> {', '.join(s.decoder_outputs)}",
+            f"decoder     {', '.join((*s.decoder_inputs, *(c.name for c in s.controls)))} -> "
+            f"{', '.join(s.decoder_outputs)}",
             f"encoder     {', '.join(s.encoder_inputs)} -> {', '.join(s.encoder_outputs)}",
             "drums       " + ", ".join(f"{d.name} {d.out_pitch}" for d in s.drums),
         ]
@@ -361,6 +451,7 @@ def _confirm_providers(session: ort.InferenceSession, asked: list[str], path: Pa
 # kind adds its method to Engine and a line here; see docs/adding-a-model.md.
 DECODE_PATHS = {
     "groovae": Engine._decode_groovae,
+    "conditioned": Engine._decode_conditioned,
 }
 
 

@@ -63,6 +63,9 @@ class Performance:
     time_signature: tuple[int, int]
     n_notes: int  # drum notes read
     n_unmapped: int  # note-ons whose pitch is in no drum class
+    # Where the file ends, in steps from its start: its last event of any kind (end of track
+    # included), so a clip that ends on a bar line after silent bars keeps those bars.
+    end_steps: float = 0.0
 
     @property
     def steps(self) -> int:
@@ -86,6 +89,7 @@ class _Events:
     notes: list[tuple[int, int, int]]  # (tick, pitch, midi_velocity) of every sounding note-on
     tempos: list[int]  # microseconds per beat of every set_tempo
     meters: list[tuple[int, int]]  # (numerator, power of two of the denominator)
+    end_tick: int = 0  # the latest event of any track, end of track included
 
 
 def _read_vlq(data: bytes, i: int, end: int) -> tuple[int, int]:
@@ -158,6 +162,7 @@ def _parse_track(data: bytes, i: int, end: int, ev: _Events, budget: int) -> int
         i += n_data
         if kind == 0x90 and second > 0:
             ev.notes.append((tick, first, second))
+    ev.end_tick = max(ev.end_tick, tick)
     return n
 
 
@@ -304,7 +309,8 @@ def read_performance(path: str | Path, spec: ModelSpec,
         hits[step, cls] = 1.0
         vel[step, cls] = velocity
         off[step, cls] = onset - step
-    return Performance(hits, vel, off, bpm, time_signature, len(onsets), n_unmapped)
+    return Performance(hits, vel, off, bpm, time_signature, len(onsets), n_unmapped,
+                       ev.end_tick / ticks_per_step)
 
 
 def windows(perf: Performance, spec: ModelSpec, hop_bars: int = 1,
@@ -386,8 +392,11 @@ def pattern_to_midi(pattern: Patterns, spec: ModelSpec, bpm: float = DEFAULT_BPM
     events: list[tuple[int, int, int, int]] = []  # (tick, order, pitch, midi_velocity)
     steps, drums = np.nonzero(p.hits[0])
     for step, drum in zip(steps, drums):
-        # Notes pushed before the file's start (an early first step) are clamped to tick 0.
-        tick = max(0, round((step + p.offsets[0, step, drum]) * ticks_per_step))
+        # Notes pushed before the file's start (an early first step) are clamped to tick 0,
+        # and a note pushed nearly half a step late stays before the half-step line, where
+        # rounding would otherwise carry it onto the next step when the file is read back.
+        tick = max(0, min(round((step + p.offsets[0, step, drum]) * ticks_per_step),
+                          math.ceil((step + OFFSET_LIMIT) * ticks_per_step) - 1))
         midi_velocity = int(np.clip(round(float(p.velocities[0, step, drum]) * 127), 1, 127))
         pitch = spec.drums[drum].out_pitch
         events.append((tick, 1, pitch, midi_velocity))

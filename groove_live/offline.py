@@ -34,7 +34,8 @@ def output_path(out_dir: Path, name: str) -> Path:
     return out_dir / name
 
 
-def _check_png() -> None:
+def check_png() -> None:
+    """Refuse --png before any work when matplotlib is missing (it is optional)."""
     if importlib.util.find_spec("matplotlib") is None:
         raise OfflineError("--png needs matplotlib: pip install 'groove-live[png]'")
 
@@ -44,7 +45,7 @@ def write_patterns(patterns: Patterns, engine: Engine, out_dir: str | Path, mode
                    now: datetime | None = None) -> list[Path]:
     """One MIDI file per pattern (and a piano-roll PNG beside each with png=True)."""
     if png:
-        _check_png()
+        check_png()
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def write_patterns(patterns: Patterns, engine: Engine, out_dir: str | Path, mode
             with atomic_path(path) as tmp:
                 write_pattern(tmp, patterns[i], spec, bpm=bpm, name=path.stem)
         except OSError as e:
-            raise OfflineError(_cannot_write(path, e)) from None
+            raise OfflineError(cannot_write(path, e)) from None
         if png:
             from .plot import PlotUnavailable, piano_roll_png  # matplotlib only when drawing
             png_path = path.with_suffix(".png")
@@ -70,12 +71,13 @@ def write_patterns(patterns: Patterns, engine: Engine, out_dir: str | Path, mode
             except PlotUnavailable as e:
                 raise OfflineError(str(e)) from None
             except OSError as e:
-                raise OfflineError(_cannot_write(png_path, e)) from None
+                raise OfflineError(cannot_write(png_path, e)) from None
         paths.append(path)
     return paths
 
 
-def _cannot_write(path: Path, e: OSError) -> str:
+def cannot_write(path: Path, e: OSError) -> str:
+    """The one line for an output file that could not be written (full disk, no permission)."""
     return f"{path}: cannot write ({e.strerror or type(e).__name__})"
 
 

@@ -1,4 +1,5 @@
-"""`groove-live sample | interpolate | info`: offline commands (thin, over groove_live.offline)."""
+"""`groove-live sample | interpolate | info | humanize | drumify | infill`: offline commands
+(thin, over groove_live.offline and groove_live.tasks)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,15 @@ from typing import NoReturn
 
 import click
 
-MODEL_HELP = "ONNX model (NAME.onnx with NAME.encoder.onnx beside it); default: the bundled one."
+MODEL_METAVAR = "NAME|PATH"
+
+
+def _model_help(default: str) -> str:
+    return (f"A bundled model by name (listed by `groove-live info`) or the path of an .onnx "
+            f"file (its NAME.encoder.onnx beside it); default: {default}.")
+
+
+MODEL_HELP = _model_help("groovae")
 
 
 def _fail(message: str) -> NoReturn:
@@ -16,12 +25,14 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def _engine(model):
+def _engine(model, default: str = "groovae"):
+    """The engine of a --model NAME|PATH (None: the bundled `default`)."""
+    from .bundled import resolve_model
     from .engine import Engine, EngineError
     from .spec import SpecError
 
     try:
-        return Engine.load(model)
+        return Engine.load(resolve_model(model, default))
     except (EngineError, SpecError) as e:
         _fail(str(e))
 
@@ -48,7 +59,7 @@ def _run(fn, *args, **kwargs):
 @click.option("--out", "out_dir", default=".", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the MIDI files.")
 @click.option("--seed", type=int, help="Same seed, same patterns.")
-@click.option("--model", type=click.Path(dir_okay=False), help=MODEL_HELP)
+@click.option("--model", metavar=MODEL_METAVAR, help=MODEL_HELP)
 @click.option("--png", is_flag=True, help="Also write a piano-roll PNG per file (matplotlib).")
 def sample(n, temperature, bpm, out_dir, seed, model, png):
     """Sample grooves from the prior and write them as MIDI files."""
@@ -72,7 +83,7 @@ def sample(n, temperature, bpm, out_dir, seed, model, png):
 @click.option("--bar", type=click.IntRange(min=0),
               help="Bar of each file where its window starts, counting from 0 (default: "
                    "the first bar with a drum note).")
-@click.option("--model", type=click.Path(dir_okay=False), help=MODEL_HELP)
+@click.option("--model", metavar=MODEL_METAVAR, help=MODEL_HELP)
 @click.option("--png", is_flag=True, help="Also write a piano-roll PNG per file (matplotlib).")
 def interpolate(start, end, steps, temperature, bpm, out_dir, seed, bar, model, png):
     """Morph from one drum MIDI file to another (a window of the model's length from each)
@@ -86,10 +97,67 @@ def interpolate(start, end, steps, temperature, bpm, out_dir, seed, bar, model, 
 
 
 @click.command()
-@click.option("--model", type=click.Path(dir_okay=False), help=MODEL_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the spec JSON only.")
+@click.option("--model", metavar=MODEL_METAVAR, help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON instead: {path, spec, bundled: [{name, kind, task, bars, ...}]}.")
 def info(model, as_json):
-    """Print the model's spec: pattern shape, drums and pitches, z size, tensors, provenance."""
+    """List the bundled models, then print one model's spec: pattern shape, drums and pitches,
+    z size, tensors, provenance."""
+    from .bundled import bundled_info
+
     engine = _engine(model)
-    click.echo(json.dumps(engine.spec.to_dict(), indent=1, sort_keys=True) if as_json
-               else engine.describe())
+    bundled = bundled_info()
+    if as_json:
+        click.echo(json.dumps({"path": str(engine.path), "spec": engine.spec.to_dict(),
+                               "bundled": [b.to_dict() for b in bundled]},
+                              indent=1, sort_keys=True))
+        return
+    click.echo("bundled models (use with --model NAME):")
+    for item in bundled:
+        click.echo(item.line())
+    if not bundled:
+        click.echo("  none")
+    click.echo("")
+    click.echo(engine.describe())
+
+
+def _task_command(task: str, what: str, input_help: str):
+    """`groove-live <task> IN.mid --out DIR`: one thin command per task model."""
+    @click.command(task, help=f"{what}\n\nReads the whole of {input_help}, writes "
+                              f"IN.{task}.mid in --out at the input's length and tempo.")
+    @click.argument("midi_in", metavar="IN.mid", type=click.Path(dir_okay=False))
+    @click.option("--out", "out_dir", required=True, metavar="DIR", type=click.Path(),
+                  help="Folder for the output (made if missing); the input is never replaced.")
+    @click.option("--temperature", default=1.0, show_default=True,
+                  type=click.FloatRange(min=0.0),
+                  help="Randomness of the model's choices (0 = its most likely pattern).")
+    @click.option("--seed", type=int, help="Same seed, same output.")
+    @click.option("--model", metavar=MODEL_METAVAR, help=_model_help(task))
+    @click.option("--png", is_flag=True,
+                  help="Also write a piano roll of input and output (first bars; matplotlib).")
+    def command(midi_in, out_dir, temperature, seed, model, png, amount=1.0):
+        from .tasks import transform_file
+
+        engine = _engine(model, default=task)
+        path = _run(transform_file, engine, midi_in, out_dir, amount=amount,
+                    temperature=temperature, seed=seed, png=png, task=task,
+                    notice=lambda line: click.echo(f"groove-live: note: {line}", err=True))
+        click.echo(str(path))
+
+    if task == "humanize":
+        command = click.option(
+            "--amount", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+            help="How much of the model's groove to add: 0 gives the input back, 1 the "
+                 "model's velocities and timing.")(command)
+    return command
+
+
+humanize = _task_command(
+    "humanize", "Play a drum part like a drummer: the same notes, with the model's velocity "
+    "and micro-timing.", "IN.mid's drum notes (GM pitches)")
+drumify = _task_command(
+    "drumify", "Turn taps into a drum part (Tap2Drum): the rhythm of the taps, played on a "
+    "full kit.", "IN.mid's note-ons as taps (any pitch, any channel; velocity ignored)")
+infill = _task_command(
+    "infill", "Add the hi-hats a drummer would play: every other drum of the input is kept "
+    "as played, its hi-hats are replaced.", "IN.mid's drum notes (GM pitches)")

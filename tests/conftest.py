@@ -22,12 +22,24 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 FIXTURES = Path(__file__).parent / "fixtures"
 TOY_MODEL = FIXTURES / "toy_model.onnx"  # rebuilt by tests/fixtures/make_toy_model.py
 GMD = FIXTURES / "gmd"
+# groovae_2bar_{task}_tiny exports, rebuilt by tests/fixtures/make_toy_task_models.py
+TOY_TASK_MODELS = {task: FIXTURES / f"toy_{task}.onnx"
+                   for task in ("humanize", "drumify", "infill")}
 
 
 @pytest.fixture(scope="session")
 def toy_model_path() -> Path:
     """The committed groovae_tiny export (no torch needed to use it)."""
     return TOY_MODEL
+
+
+@pytest.fixture(scope="session")
+def toy_task_model_path():
+    """toy_task_model_path(task) -> the committed export of that task's tiny preset (no torch
+    needed to use it); its encoder is beside it."""
+    def path(task: str) -> Path:
+        return TOY_TASK_MODELS[task]
+    return path
 
 
 @dataclass
@@ -67,6 +79,39 @@ def toy_export(tmp_path_factory):
             result = export_run(run, root / f"{head}.onnx")
             made[head] = ToyExport(run, result.decoder_path, load_model(run)[0], result)
         return made[head]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def toy_task_export(tmp_path_factory):
+    """toy_task_export(task) -> ToyExport: groovae_2bar_{task}_tiny trained a few steps on the
+    GMD fixture and exported, once per task per session (for checks against torch)."""
+    made: dict[str, ToyExport] = {}
+    root = tmp_path_factory.mktemp("toy_task_export")
+
+    def make(task: str) -> ToyExport:
+        if task not in made:
+            import torch
+
+            from groove_live.export.onnx_export import export_run
+            from groove_live.train.data import PrepareOptions, prepare
+            from groove_live.train.fit import fit
+            from groove_live.train.run import load_model
+
+            data = root / "data"
+            prepare(GMD, data, PrepareOptions(bars=2), progress=False)  # cached after the first
+            run = root / f"run_{task}"
+            threads = torch.get_num_threads()
+            try:
+                fit(run, data, f"groovae_2bar_{task}_tiny", None,
+                    {"max_steps": 8, "eval_every": 8, "checkpoint_every": 8},
+                    progress=False, threads=1)
+            finally:
+                torch.set_num_threads(threads)
+            result = export_run(run, root / f"{task}.onnx")
+            made[task] = ToyExport(run, result.decoder_path, load_model(run)[0], result)
+        return made[task]
 
     return make
 

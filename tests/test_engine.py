@@ -71,7 +71,7 @@ def test_unknown_schema_is_refused(toy_model_path, tmp_path):
 
 @pytest.mark.parametrize("kind, says", [
     ("categorical", "a 'categorical' model, which this groove-live cannot decode (it decodes: "
-                    "groovae)"),
+                    "groovae, conditioned)"),
     ("pitched", "cannot decode"),
     ("gan", "kind 'gan' is unknown"),
 ])
@@ -85,7 +85,8 @@ def test_a_kind_this_runtime_does_not_decode_is_refused(toy_model_path, tmp_path
 
 def test_decode_paths_cover_the_implemented_kinds_only():
     from groove_live.spec import KINDS
-    assert set(engine_module.DECODE_PATHS) == {"groovae"} and set(KINDS) > {"groovae"}
+    assert set(engine_module.DECODE_PATHS) == {"groovae", "conditioned"}
+    assert set(KINDS) > set(engine_module.DECODE_PATHS)
 
 
 def test_a_schema_2_groovae_file_loads_like_its_schema_1_original(toy_model_path, tmp_path,

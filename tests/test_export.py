@@ -181,3 +181,13 @@ def test_a_kind_the_runtime_cannot_decode_is_not_exported(toy_export, tmp_path, 
     line = export_fails(["--run", str(run), "--out", str(tmp_path / "p.onnx")])
     assert "pitched" in line, line
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_every_kind_the_runtime_decodes_can_be_exported_and_checked():
+    from groove_live.engine import DECODE_PATHS
+    from groove_live.export.onnx_export import DECODER_EXPORTS
+    from groove_live.export.verify import VERIFIERS
+
+    assert set(DECODER_EXPORTS) == set(VERIFIERS) == set(DECODE_PATHS)
+    assert DECODER_EXPORTS["groovae"].variants == ("fp32", "int8")
+    assert DECODER_EXPORTS["conditioned"].variants == ("fp32",)

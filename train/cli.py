@@ -156,5 +156,42 @@ def evaluate(run_dir, model_path, out_dir, data_dir, split, n_samples, temperatu
         click.echo(table)
 
 
+@main.command("evaluate-task")
+@click.option("--model", "model_path", type=click.Path(),
+              help="An exported task model (humanize/drumify/infill .onnx), scored with the "
+                   "runtime engine.")
+@click.option("--checkpoint", type=click.Path(),
+              help="Or a training checkpoint (RUN/best.pt), scored in torch.")
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="Prepared 2-bar dataset folder (from `groove-train prepare --bars 2`).")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "validation", "test"]))
+@click.option("--out", "out_path", type=click.Path(), help="Write every number here as JSON.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the feels and baselines.")
+@click.option("--temperature", default=1.0, show_default=True,
+              type=click.FloatRange(min=0.0), help="0: the most likely pattern.")
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="With --checkpoint.")
+def evaluate_task(model_path, checkpoint, data_dir, split, out_path, seed, temperature, batch,
+                  device):
+    """Score a humanize, drumify or infill model against simple baselines: a table with the
+    goal lines, and with --out a JSON file."""
+    from groove_live.engine import EngineError
+
+    from .data import DataError
+    from .task_eval import TaskEvalError, evaluate_task_model
+
+    try:
+        result = evaluate_task_model(model_path, checkpoint, data_dir, split=split, seed=seed,
+                                     temperature=temperature, batch=batch, device=device,
+                                     out=out_path)
+    except (DataError, EngineError, TaskEvalError) as e:
+        _fail(str(e))
+    click.echo(result["table"])
+    if out_path:
+        click.echo(f"wrote {out_path}")
+
+
 if __name__ == "__main__":
     main()

@@ -16,8 +16,9 @@ from groove_live.spec import ModelSpec
 
 SPLITS = ("train", "validation", "test")
 CACHE_VERSION = 1
-# TFDS groove/4bar-midionly (all meters, 1-bar hop), for the summary's comparison.
-TFDS_4BAR_COUNTS = {"train": 17261, "validation": 2121, "test": 2033}
+# TFDS groove/{2,4}bar-midionly (all meters, 1-bar hop), for the summary's comparison.
+TFDS_COUNTS = {2: {"train": 18163, "validation": 2252, "test": 2204},
+               4: {"train": 17261, "validation": 2121, "test": 2033}}
 
 
 class DataError(ValueError):
@@ -40,12 +41,14 @@ class PrepareSummary:
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> files
     seconds: float = 0.0
     cached: bool = False
+    bars: int = 4
 
     def format(self) -> str:
-        lines = ["split        files  windows  TFDS 4bar (all meters)"]
+        tfds = TFDS_COUNTS.get(self.bars)
+        lines = ["split        files  windows" + (f"  TFDS {self.bars}bar (all meters)" if tfds else "")]
         for split in SPLITS:
             lines.append(f"{split:<12} {self.files.get(split, 0):>5}  {self.counts.get(split, 0):>7}"
-                         f"  {TFDS_4BAR_COUNTS[split]:>7}")
+                         + (f"  {tfds[split]:>7}" if tfds else ""))
         n_skipped = sum(len(v) for v in self.skipped.values())
         lines.append(f"skipped files: {n_skipped}")
         for reason, files in sorted(self.skipped.items()):
@@ -97,7 +100,8 @@ def prepare(data_dir: str | Path, out_dir: str | Path, options: PrepareOptions =
     rows = _read_index(data_dir)
     if not force and _cache_matches(out_dir, options, spec):
         d = json.loads((out_dir / "dataset.json").read_text())
-        return PrepareSummary(d["counts"], d["files"], d["skipped"], 0.0, cached=True)
+        return PrepareSummary(d["counts"], d["files"], d["skipped"], 0.0, cached=True,
+                              bars=options.bars)
 
     t0 = time.perf_counter()
     per_split: dict[str, list[Patterns]] = defaultdict(list)
@@ -155,7 +159,8 @@ def prepare(data_dir: str | Path, out_dir: str | Path, options: PrepareOptions =
             bpm=np.concatenate(bpms[split]) if bpms[split] else np.zeros(0, np.float32),
             source=np.array(sources[split]))
         tmp.replace(path)
-    summary = PrepareSummary(counts, dict(files), dict(skipped), time.perf_counter() - t0)
+    summary = PrepareSummary(counts, dict(files), dict(skipped), time.perf_counter() - t0,
+                             bars=options.bars)
     # The spec states the windows' shape (fit refuses a model of another); the description
     # becomes the model's training_data.
     meta = {"cache_version": CACHE_VERSION, "options": asdict(options), "spec": spec.to_dict(),
