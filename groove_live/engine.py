@@ -333,7 +333,8 @@ class Engine:
         them here (groove_live.transforms.task_input), exactly as in training. z: (N, z_size)
         or (z_size,) latents, e.g. a groove's encoded feel; None draws them from the prior with
         `seed`, which also fixes the sampling noise (the same seed gives the same patterns).
-        temperature scales every random part; 0 gives the most likely pattern for z.
+        temperature scales every random part, the prior's z among them (see feel_latents); 0
+        gives the most likely pattern.
         """
         spec = self.spec
         if not self.task:
@@ -353,7 +354,7 @@ class Engine:
         n = len(patterns)
         rng = np.random.default_rng(seed)
         if z is None:
-            z = random_latents(n, spec.z_size, rng)
+            z = self.feel_latents(n, temperature, rng)
         else:
             z = np.asarray(z, np.float32)
             z = z[None] if z.ndim == 1 else z
@@ -364,6 +365,14 @@ class Engine:
         control = task_input(self.task, patterns, spec).to_flat()
         hit_noise, cont_noise = self.noise(n, rng)
         return self.decode_noise(z, temperature, hit_noise, cont_noise, control)
+
+    def feel_latents(self, n: int, temperature: float, rng: np.random.Generator) -> np.ndarray:
+        """(n, z_size) latents of a task model drawn from its prior N(0, T^2 I). A task model's
+        latent is the drummer's feel, the one random part besides the per-step noise, so
+        temperature scales it like the rest: 0 is the most likely performance of a pattern,
+        the same for every seed; 1 a drummer drawn at random."""
+        scale = float(temperature) if np.isfinite(temperature) and temperature >= 0 else 1.0
+        return random_latents(n, self.spec.z_size, rng) * np.float32(scale)
 
     def _decode(self, z: np.ndarray, temperature, rng: np.random.Generator) -> Patterns:
         hit_noise, cont_noise = self.noise(z.shape[0], rng)

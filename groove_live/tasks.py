@@ -28,7 +28,6 @@ import numpy as np
 
 from .atomic_io import atomic_path
 from .engine import Engine
-from .latent import random_latents
 from .midi_io import DEFAULT_LIMITS, MidiReadError, Performance, ReadLimits, read_performance, \
     write_pattern
 from .offline import OfflineError, cannot_write, check_png, output_path
@@ -146,7 +145,7 @@ def transform_phrases(engine: Engine, given: Patterns, amount: float = 1.0,
     if active.size == 0:
         return out
     rng = np.random.default_rng(seed)
-    z = np.repeat(random_latents(1, spec.z_size, rng), active.size, axis=0)
+    z = np.repeat(engine.feel_latents(1, temperature, rng), active.size, axis=0)
     # The engine's noise gets its own seed from the same generator: one --seed fixes both.
     noise_seed = None if seed is None else int(rng.integers(2 ** 63))
     chosen = Patterns(given.hits[active], given.velocities[active], given.offsets[active])

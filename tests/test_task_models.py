@@ -121,6 +121,18 @@ def test_temperature_zero_ignores_the_noise_but_not_z(engines, task):
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
+def test_temperature_scales_the_prior_feel_so_zero_is_one_performance(engines, task):
+    engine = engines[task]
+    played = _played(4, engine.spec, seed=8)
+    a = engine.transform(played, temperature=0.0, seed=1)
+    assert _same(a, engine.transform(played, temperature=0.0, seed=2))  # no z, no noise left
+    zeros = np.zeros((4, engine.spec.z_size), np.float32)
+    assert _same(a, engine.transform(played, temperature=0.0, seed=3, z=zeros))
+    assert not _same(engine.transform(played, temperature=1.0, seed=1),
+                     engine.transform(played, temperature=1.0, seed=2))
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
 def test_a_batch_gives_each_pattern_what_it_gives_alone(engines, task):
     engine = engines[task]
     played = _played(7, engine.spec, seed=9)

@@ -5,15 +5,15 @@ The decoder is given the task's input pattern (the control: a quantized pattern,
 pattern without hi-hats, made by groove_live.transforms.task_input from the played window) and a
 latent z, and returns the played pattern. The encoder reads the played window, so z learns what
 the control does not say: the drummer's feel (laid back or pushing, loud or soft, busy or
-sparse). At inference z is drawn from the prior (a new feel per seed) or encoded from a groove
-the user likes.
+sparse). At inference z is drawn from the prior, scaled by the temperature (a new feel per
+seed; temperature 0 is the most likely performance), or encoded from a groove the user likes.
 
 Why the decoder is bidirectional and not autoregressive, unlike the sampling GrooVAE: the
 control already fixes the phrase's rhythm, so each step's output depends mostly on its
 neighbours in the control on both sides (a ghost note before a backbeat, hats between kicks),
 which a backward pass sees and a left-to-right decoder does not. It also makes decoding one
-pass of a few matrix products (no step loop), which keeps a live request well under a
-millisecond, and lets the graph be exported by torch's ONNX exporter as is.
+pass over the phrase (no step loop), which keeps a live request at about 2 ms of one core
+(docs/benchmarks.md), and lets the graph be exported by torch's ONNX exporter as is.
 
 Humanize keeps the user's notes exactly ("hits as controls"): its output hits are the control's
 and only velocity and timing are learned. Infill keeps every voice but the hi-hats from its
