@@ -14,6 +14,12 @@ then it stops by itself), and the server runs at normal priority (no SCHED_FIFO)
     python benchmarks/live_timing.py                        # bundled model, 120 and 174 BPM, 60 s
     python benchmarks/live_timing.py --model tests/fixtures/toy_model.onnx --seconds 10
     python benchmarks/live_timing.py --flood-rate 4000 --seconds 30 --bpms 174
+
+Commit mode (--commit-cost): no server, no sockets; the clock thread's work to commit one bar
+(take it, render it, build every output's datagrams) timed in this process on a fake clock,
+for a bar of 16 hits to one OSC output, plain and bundled. Run it on a quiet machine.
+
+    python benchmarks/live_timing.py --commit-cost
 """
 from __future__ import annotations
 
@@ -292,6 +298,40 @@ def one_run(args, bpm: float) -> dict:
             "rss_mb": (rss_start, rss_10s, rss_half, rss_end)}
 
 
+def commit_cost(bars: int = 2000) -> None:
+    """Print the mean and p99 time the clock thread spends committing a bar."""
+    from groove_live.live.clock import FakeClock
+    from groove_live.live.events import BarContent, Hit
+    from groove_live.live.scheduler import Scheduler
+    from groove_live.live.sinks import OscSink
+    from groove_live.live.timeline import Timeline
+    from groove_live.spec import ModelSpec
+
+    spec = ModelSpec(z_size=8)
+    hits = tuple(Hit(step, step % spec.n_drums, 0.7, 0.1) for step in range(16))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    print("| output | bars | commit mean (ms) | commit p99 (ms) |")
+    print("|---|---|---|---|")
+    for bundles in (False, True):
+        clock = FakeClock()
+        timeline = Timeline()
+        osc = OscSink(sock, [], bundles=bundles, wall_s=clock.wall_s)  # no target: no sends
+        sched = Scheduler(clock, timeline, [osc], spec, bpm=120.0)
+        sched.start(notify=False)
+        sched.process(clock.now())
+        costs_s = []
+        for bar in range(bars):
+            timeline.publish(bar, {bar: BarContent(hits, None, 0, "sample")}, strict=False)
+            t0 = time.perf_counter()
+            sched._commit(clock.now())
+            costs_s.append(time.perf_counter() - t0)
+            sched._heap.clear()  # what was committed is not sent here
+        ms = np.array(costs_s) * 1000
+        print(f"| {'OSC bundles' if bundles else 'OSC'} | {bars} | {ms.mean():.3f} | "
+              f"{np.percentile(ms, 99):.3f} |", flush=True)
+    sock.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="an exported .onnx (default: the bundled model)")
@@ -309,7 +349,12 @@ def main() -> int:
                     help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--bpm", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--commit-cost", action="store_true",
+                    help="only time the clock thread's bar commit in-process (see above)")
     args = ap.parse_args()
+    if args.commit_cost:
+        commit_cost()
+        return 0
     if args.role == "load":
         run_load(args.port, args.rate, args.seconds, args.bpm)
         return 0

@@ -5,10 +5,10 @@ import contextlib
 import os
 import sys
 
+from ..limits import DRUM_CHANNEL, NOTE_LENGTH_STEPS
+from . import tempo
 from .events import ClockEvent, Event, HitEvent, NoteOffEvent
-from .sinks import Sink
-
-DRUM_CHANNEL = 9  # MIDI channel 10, zero-based
+from .sinks import RenderedBar, Sink
 RTMIDI = "mido.backends.rtmidi"
 JACK = "mido.backends.rtmidi/UNIX_JACK"
 
@@ -101,9 +101,15 @@ def open_existing(name: str):
 
 
 class MidiSink(Sink):
-    """Notes on channel 10; with `clock`, MIDI beat clock and start/stop for a DAW to follow."""
+    """Notes on channel 10; with `clock`, MIDI beat clock and start/stop for a DAW to follow.
+
+    MIDI needs more than the music: each note-on a note-off, and with `clock` 24 ticks a beat.
+    plan() adds those to every bar; no other output ever sees them.
+    """
 
     name = "midi"
+    wants = frozenset({HitEvent, ClockEvent})  # the hits, and start/stop
+    fixed_on_sync = (NoteOffEvent,)  # a bar cut short must not leave a started note sounding
 
     def __init__(self, port, description: str, clock: bool = False) -> None:
         import mido
@@ -118,6 +124,16 @@ class MidiSink(Sink):
         self._tick = mido.Message("clock")
         self._start = mido.Message("start")
         self._stop = mido.Message("stop")
+
+    def plan(self, bar: RenderedBar) -> list[Event]:
+        note_length_s = NOTE_LENGTH_STEPS * bar.step_length_s
+        events: list[Event] = [NoteOffEvent(h.t_s + note_length_s, h.bar, h.voice, h.pitch)
+                               for h in bar.hits]
+        if self.clock:
+            events += [ClockEvent(t_s, bar.bar, "tick") for t_s in
+                       tempo.midi_clock_times_s(bar.downbeat_t_s, bar.bar_length_s,
+                                                bar.beats_per_bar)]
+        return events
 
     def prepare(self, event: Event) -> None:
         if isinstance(event, HitEvent):

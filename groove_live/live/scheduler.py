@@ -5,6 +5,10 @@ changes (at a bar boundary) or a client syncs, so the grid never drifts. A bar i
 (its content taken from the timeline and turned into timed events) `commit_ahead_s` before
 its downbeat: early enough for the /groove/bar lookahead and for hits the model plays early.
 Other threads never touch this state: they post() closures that run on the clock thread.
+
+What a bar sounds like is render_bar(), a pure function; what each output sends for it is the
+output's business (sinks.Sink: `wants`, plan()). A failure on this thread is reported (stderr,
+rate-limited, and counted for /groove/info) and skipped: the music goes on.
 """
 from __future__ import annotations
 
@@ -12,19 +16,19 @@ import heapq
 import itertools
 import math
 import queue
-import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..limits import MAX_BPM, MIN_BPM
 from ..spec import ModelSpec
 from . import tempo
 from .clock import Clock
-from .events import BarContent, BarEvent, ClockEvent, Event, HitEvent, NoteOffEvent
+from .events import BarContent, BarEvent, ClockEvent, Event, HitEvent
 from .realtime import RealtimePolicy
-from .sinks import Sink
+from .sinks import RenderedBar, Sink
 from .stats import TimingStats
 from .timeline import Timeline
 
@@ -35,7 +39,6 @@ COMMIT_MARGIN_S = 0.02  # commit this much before the earliest thing a bar must 
 COMMIT_CLEAR_S = 0.005
 COMMIT_SLACK_S = 0.01
 START_DELAY_S = 0.05  # after /groove/start, time for the worker to restart the phrase
-NOTE_LENGTH_STEPS = 0.5  # MIDI note length; drums only care about onsets
 FLAT_VELOCITY = 0.75  # what every hit plays at with velocity amount 0
 IDLE_WAIT_S = 0.5
 MAX_LOOKAHEAD_BARS = 0.9  # 500 ms (Sonic Pi's) fits under this up to 400 BPM
@@ -51,6 +54,12 @@ QUIET_BUSY_MAX_S = 0.01
 # but the Python after it (turning patterns into bars) would otherwise run into a send. The
 # bundled model decodes in ~2 ms; this leaves room for a busy machine.
 DECODE_WORK_S = 0.006
+# An output that raises this many times in a row (no send in between went through) is dropped:
+# a bar's worth of failures, so one bad moment does not cost an output, a broken one does.
+SINK_FAILURE_LIMIT = 16
+# After an unexpected error on the clock thread, pause this long before going on, so an error
+# that repeats at once cannot spin a core; far below what a listener hears.
+ERROR_PAUSE_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -65,13 +74,44 @@ class Mix:
         return FLAT_VELOCITY + self.velocity_amount * (velocity - FLAT_VELOCITY)
 
 
+def render_bar(content: BarContent, bar: int, downbeat_t_s: float, bpm: float,
+               spec: ModelSpec, mix: Mix, lookahead_s: float) -> RenderedBar:
+    """The events one bar plays: its hits at their micro-timed times with the mix applied, and
+    the /groove/bar summary `lookahead_s` before the downbeat. Pure: no clock, no outputs."""
+    bar_length_s = tempo.bar_s(bpm, spec.beats_per_bar)
+    step_length_s = bar_length_s / spec.steps_per_bar
+    hits, summary = [], []
+    for h in content.hits:
+        if h.drum in mix.muted:
+            continue
+        t_s = tempo.hit_t_s(downbeat_t_s, h.step, h.offset, step_length_s, mix.timing_amount)
+        velocity = mix.velocity(h.velocity)
+        drum = spec.drums[h.drum]
+        hits.append(HitEvent(t_s, bar, h.step, drum.name, drum.out_pitch, velocity))
+        summary.append((drum.name, drum.out_pitch, velocity, h.step, t_s - downbeat_t_s))
+    event = BarEvent(downbeat_t_s - lookahead_s, downbeat_t_s, bar, bpm, tuple(summary))
+    return RenderedBar(bar, downbeat_t_s, bpm, bar_length_s, step_length_s, spec.beats_per_bar,
+                       event, tuple(hits))
+
+
+class _Entry:
+    """One event waiting in the clock thread's heap, with the outputs it goes to."""
+
+    __slots__ = ("event", "sinks", "fixed")
+
+    def __init__(self, event: Event, sinks: tuple[Sink, ...], fixed: bool) -> None:
+        self.event = event
+        self.sinks = sinks
+        self.fixed = fixed  # still sent when a sync cuts its bar short (Sink.fixed_on_sync)
+
+
 class Scheduler:
     def __init__(self, clock: Clock, timeline: Timeline, sinks: list[Sink], spec: ModelSpec,
                  bpm: float = 120.0, bar_lookahead_s: float = 0.5,
                  stats: TimingStats | None = None,
                  realtime_policy: RealtimePolicy | None = None) -> None:
-        if not tempo.valid_bpm(bpm):
-            raise ValueError(f"bpm {bpm} outside {tempo.MIN_BPM:g}..{tempo.MAX_BPM:g}")
+        if not (math.isfinite(bpm) and MIN_BPM <= bpm <= MAX_BPM):
+            raise ValueError(f"bpm {bpm} outside {MIN_BPM:g}..{MAX_BPM:g}")
         self.clock = clock
         self.timeline = timeline
         self.sinks = list(sinks)
@@ -86,7 +126,7 @@ class Scheduler:
         self._pending_bpm: float | None = None
         self._anchor_bar = 0
         self._anchor_t_s = 0.0
-        self._heap: list[tuple[float, int, Event]] = []
+        self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
         self._controls: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -95,8 +135,11 @@ class Scheduler:
         # (bar, downbeat t_s, bpm, content) of the last bars committed: for /groove/info and tests.
         self.committed: deque[tuple[int, float, float, BarContent]] = deque(maxlen=64)
         self._clock_start_due = False
-        self.midi_clock = any(getattr(s, "clock", False) for s in self.sinks)
-        self.sink_errors = 0
+        self._all_sinks = tuple(self.sinks)  # with dropped ones: their send_errors still count
+        self._failures = {id(s): 0 for s in self.sinks}  # failures in a row; dropped: absent
+        self._by_kind: dict[type, tuple[Sink, ...]] = {}  # who wants an event kind
+        self.errors = self.stats.errors
+        self.errors.watch("send_errors", lambda: sum(s.send_errors for s in self._all_sinks))
         self.realtime = False  # whether the clock thread got real-time scheduling
         self.running = threading.Event()  # set once the clock thread runs (realtime is known)
         self.next_due_t_s = math.inf  # when the clock thread next sends (read by other threads)
@@ -181,8 +224,19 @@ class Scheduler:
         return self._anchor_bar + math.floor((now - self._anchor_t_s) / self.bar_length_s)
 
     # --- the clock thread ----------------------------------------------------------------
-    def process(self, now: float) -> None:
-        """Apply posted controls, commit bars that are due, send events that are due."""
+    def process(self, now: float) -> bool:
+        """Apply posted controls, commit bars that are due, send events that are due. Never
+        raises: a failure is reported and counted (False), and the next call goes on from
+        there (whatever failed was already taken off the queue, the heap or the bar count)."""
+        try:
+            self._process(now)
+            return True
+        except Exception as e:  # a bug of ours: say so, keep time
+            self.errors.record("clock", f"error on the clock thread ({type(e).__name__}: "
+                               f"{e}); going on", self.clock.now())
+            return False
+
+    def _process(self, now: float) -> None:
         while True:
             try:
                 fn = self._controls.get_nowait()
@@ -191,8 +245,8 @@ class Scheduler:
             fn(now)
         while True:
             if self._heap and self._heap[0][0] <= now:  # sends first: they are on the clock
-                _, _, event = heapq.heappop(self._heap)
-                self._emit(event)
+                _, _, entry = heapq.heappop(self._heap)
+                self._emit(entry)
             elif self.commit_at_s() <= now:
                 self._commit(self.clock.now())
             else:
@@ -204,8 +258,10 @@ class Scheduler:
         self.running.set()
         while not stop.is_set():
             self._wake.clear()
-            self.process(self.clock.now())
-            t_s = self.next_t_s()
+            if self.process(self.clock.now()):
+                t_s = self.next_t_s()
+            else:
+                t_s = self.clock.now() + ERROR_PAUSE_S
             if not math.isfinite(t_s):
                 t_s = self.clock.now() + IDLE_WAIT_S
             self.next_due_t_s = t_s
@@ -236,25 +292,62 @@ class Scheduler:
             return until_s + QUIET_AFTER_S
         return QUIET_POLL_S
 
-    def _emit(self, event: Event) -> None:
-        for sink in self.sinks:
+    def _emit(self, entry: _Entry) -> None:
+        event = entry.event
+        for sink in entry.sinks:
+            key = id(sink)
+            if key not in self._failures:  # dropped while the event waited
+                continue
             try:
                 sink.emit(event)
             except Exception as e:  # one broken output must not silence the others
-                self.sink_errors += 1
-                if self.sink_errors == 1:
-                    print(f"groove-live: {sink.name} output failed ({type(e).__name__}: {e})",
-                          file=sys.stderr)
+                self._sink_failed(sink, "send", e)
+            else:
+                if self._failures[key]:
+                    self._failures[key] = 0
         if isinstance(event, (HitEvent, BarEvent)):
             self.stats.record_send(event.bar, event.t_s, self.clock.now())
 
-    def _push(self, event: Event) -> None:
-        for sink in self.sinks:
+    def _sink_failed(self, sink: Sink, doing: str, e: Exception) -> None:
+        now = self.clock.now()
+        why = f"{type(e).__name__}: {e}"
+        self.errors.record("sink", f"the {sink.name} output failed to {doing} ({why})", now)
+        key = id(sink)
+        if key not in self._failures:  # dropped already
+            return
+        self._failures[key] += 1
+        if self._failures[key] >= SINK_FAILURE_LIMIT:
+            self._drop(sink, f"it failed {SINK_FAILURE_LIMIT} times in a row (last: {why})")
+
+    def _drop(self, sink: Sink, why: str) -> None:
+        """Stop using an output for good (the server still closes it on exit)."""
+        self._failures.pop(id(sink), None)
+        self.sinks = [s for s in self.sinks if s is not sink]
+        self._by_kind.clear()
+        self.errors.record_dropped(f"stopped sending to the {sink.name} output: {why}")
+
+    def _wanting(self, kind: type) -> tuple[Sink, ...]:
+        sinks = self._by_kind.get(kind)
+        if sinks is None:
+            sinks = self._by_kind[kind] = tuple(s for s in self.sinks if kind in s.wants)
+        return sinks
+
+    def _push(self, event: Event, sinks: tuple[Sink, ...] | None = None,
+              fixed: bool = False) -> None:
+        """Plan `event` for `sinks` (default: every output that wants its kind)."""
+        if sinks is None:
+            sinks = self._wanting(type(event))
+        self._prepare(event, sinks)
+        heapq.heappush(self._heap, (event.t_s, next(self._seq), _Entry(event, sinks, fixed)))
+
+    def _prepare(self, event: Event, sinks: tuple[Sink, ...]) -> None:
+        for sink in sinks:
+            if id(sink) not in self._failures:  # dropped
+                continue
             try:
                 sink.prepare(event)
-            except Exception:
-                self.sink_errors += 1
-        heapq.heappush(self._heap, (event.t_s, next(self._seq), event))
+            except Exception as e:  # emit() encodes what prepare() could not
+                self._sink_failed(sink, "prepare a send", e)
 
     def _fallback(self, bar: int) -> BarContent:
         """The worker missed this bar: repeat the bar a phrase ago rather than fall silent."""
@@ -265,46 +358,43 @@ class Scheduler:
 
     def _commit(self, now: float) -> None:
         bar = self.next_bar
+        self.next_bar = bar + 1  # first: a bar that fails below is skipped, never retried
         if self._pending_bpm is not None:  # a tempo change lands exactly on this downbeat
             self._anchor_t_s, self._anchor_bar = self.bar_t_s(bar), bar
             self.bpm, self._pending_bpm = self._pending_bpm, None
         bar_t_s = self.bar_t_s(bar)
-        bar_length_s = self.bar_length_s
-        step_length_s = bar_length_s / self.spec.steps_per_bar
         content = self.timeline.take(bar)
         needed_t_s = bar_t_s - self.commit_ahead_s()
         if content is None:
-            self.stats.record_commit(None, bar_length_s, False)
+            self.stats.record_commit(None, self.bar_length_s, False)
             content = self._fallback(bar)
         else:
-            self.stats.record_commit(needed_t_s - content.ready_t_s, bar_length_s, content.requested)
+            self.stats.record_commit(needed_t_s - content.ready_t_s, self.bar_length_s,
+                                     content.requested)
         self._recent[bar] = content
         self.committed.append((bar, bar_t_s, self.bpm, content))
         self._recent.pop(bar - 2 * self.spec.bars, None)
-
-        mix = self.mix
-        drums = self.spec.drums
-        hits, bar_hits = [], []
-        for h in content.hits:
-            if h.drum in mix.muted:
+        try:
+            rendered = render_bar(content, bar, bar_t_s, self.bpm, self.spec, self.mix,
+                                  self.lookahead_s)
+        except Exception as e:  # e.g. a hit naming a drum the model does not have
+            self.errors.record("render", f"bar {bar} could not be played "
+                               f"({type(e).__name__}: {e}); skipped it", now)
+            return
+        self._push(rendered.event)
+        if self._clock_start_due:
+            self._push(ClockEvent(bar_t_s, bar, "start"))
+            self._clock_start_due = False
+        for sink in self.sinks:
+            try:
+                own = list(sink.plan(rendered))
+            except Exception as e:
+                self._sink_failed(sink, "plan a bar", e)
                 continue
-            t_s = tempo.hit_t_s(bar_t_s, h.step, h.offset, step_length_s, mix.timing_amount)
-            velocity = mix.velocity(h.velocity)
-            drum = drums[h.drum]
-            hits.append(HitEvent(t_s, bar, h.step, drum.name, drum.out_pitch, velocity))
-            bar_hits.append((drum.name, drum.out_pitch, velocity, h.step, t_s - bar_t_s))
-        self._push(BarEvent(bar_t_s - self.lookahead_s, bar_t_s, bar, self.bpm,
-                            tuple(bar_hits)))
-        if self.midi_clock:
-            if self._clock_start_due:
-                self._push(ClockEvent(bar_t_s, bar, "start"))
-                self._clock_start_due = False
-            for t_s in tempo.midi_clock_times_s(bar_t_s, bar_length_s, self.spec.beats_per_bar):
-                self._push(ClockEvent(t_s, bar, "tick"))
-        for e in hits:
-            self._push(e)
-            self._push(NoteOffEvent(e.t_s + NOTE_LENGTH_STEPS * step_length_s, bar, e.voice, e.pitch))
-        self.next_bar = bar + 1
+            for event in own:
+                self._push(event, (sink,), isinstance(event, sink.fixed_on_sync))
+        for hit in rendered.hits:
+            self._push(hit)
 
     # --- controls (run on the clock thread) -----------------------------------------------
     def _start(self, now: float, notify: bool = True) -> None:
@@ -325,7 +415,7 @@ class Scheduler:
         self.playing = False
         # Everything planned is dropped; sinks end the notes still sounding on "stop".
         self._heap = []
-        self._push(ClockEvent(now, self.next_bar, "stop"))
+        self._push(ClockEvent(now, self.next_bar, "stop"))  # outputs end what still sounds
 
     def _set_tempo(self, bpm: float) -> None:
         if self.playing:
@@ -348,17 +438,17 @@ class Scheduler:
         delta_s = now - self.bar_t_s(nearest)
         self._anchor_bar, self._anchor_t_s = nearest, now
         kept = []
-        for t_s, seq, event in self._heap:
-            if isinstance(event, NoteOffEvent):
-                kept.append((t_s, seq, event))
-            elif event.bar >= nearest:  # a bar that now starts earlier or later: move it
+        for t_s, seq, entry in self._heap:
+            event = entry.event
+            if event.bar >= nearest:  # a bar that now starts earlier or later: move it
                 event.t_s += delta_s
                 if isinstance(event, BarEvent):
                     event.downbeat_t_s += delta_s
                 event.payload.clear()
-                for sink in self.sinks:
-                    sink.prepare(event)
-                kept.append((event.t_s, seq, event))
+                self._prepare(event, entry.sinks)
+                kept.append((event.t_s, seq, entry))
+            elif entry.fixed:  # e.g. the note-off of a note the cut bar already started
+                kept.append((t_s, seq, entry))
             # else: the rest of a bar the new downbeat cuts short
         self._heap = kept
         heapq.heapify(self._heap)

@@ -1,28 +1,66 @@
-"""Outputs behind one interface: OSC messages, time-tagged OSC bundles, and a recording sink."""
+"""Outputs behind one interface: OSC messages, time-tagged OSC bundles, and a recording sink.
+
+Each output owns its protocol. The scheduler renders a bar to music events (a /groove/bar
+summary and one HitEvent per hit, see scheduler.render_bar) and hands each output the kinds
+it declares in `wants`; whatever else an output's protocol needs around those (MIDI note-offs,
+MIDI clock ticks) it adds itself in plan(), and only it receives them. A new output is a new
+Sink here or beside it: no scheduler change.
+"""
 from __future__ import annotations
 
+import functools
 import socket
+import struct
 import threading
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
-from pythonosc.osc_bundle_builder import OscBundleBuilder
-from pythonosc.osc_message_builder import build_msg
+from pythonosc.parsing.ntp import system_time_to_ntp
 
-from .events import BarEvent, Event, HitEvent
+from .events import BarEvent, ClockEvent, Event, HitEvent
+from .osc_wire import BUNDLE_HEADER, encode_message
 
 Address = tuple[str, int]
 MAX_TARGETS = 16
 
 
-class Sink:
-    """An output. The scheduler calls prepare() when it plans an event and emit() at its time.
+@dataclass(frozen=True)
+class RenderedBar:
+    """One bar as the scheduler committed it: what Sink.plan() sees."""
 
-    prepare() runs at bar-commit time, so a sink can do its encoding there and emit() only
-    sends; emit() runs on the clock thread and must never block or raise for user-caused
-    trouble (an unreachable target is counted, not fatal).
+    bar: int
+    downbeat_t_s: float  # clock time base
+    bpm: float
+    bar_length_s: float
+    step_length_s: float
+    beats_per_bar: int
+    event: BarEvent  # the /groove/bar summary, sent a lookahead before the downbeat
+    hits: tuple[HitEvent, ...]  # in the order the model gave them, not by time
+
+
+class Sink:
+    """An output. On the clock thread: plan() when a bar is committed, prepare() for each event
+    it will get, emit() at the event's time.
+
+    `wants`: the scheduler's event kinds this output receives: HitEvent and BarEvent (the
+    music), ClockEvent (transport: "start" on the first downbeat after a start or a sync,
+    "stop" at once on a stop). plan() returns the output's own extra events for a bar:
+    they move with their bar when a sync moves the bar line; when a sync cuts their bar short,
+    the ones of a kind in `fixed_on_sync` still go out at their time (a note-off must end a
+    note that already started) and the rest are dropped with the bar.
+    prepare() runs at commit time, so emit() only sends. emit() must not block; trouble a
+    user causes (an unreachable target) is counted in send_errors, not raised. What an output
+    raises is the scheduler's to report: that send is skipped, and an output that fails again
+    and again is dropped (scheduler.SINK_FAILURE_LIMIT).
     """
 
     name = "sink"
+    wants: frozenset[type] = frozenset({HitEvent, BarEvent})
+    fixed_on_sync: tuple[type, ...] = ()
+    send_errors = 0  # sends the OS refused; reported as /groove/info send_errors
+
+    def plan(self, bar: RenderedBar) -> Iterable[Event]:
+        return ()
 
     def prepare(self, event: Event) -> None:
         pass
@@ -35,6 +73,53 @@ class Sink:
 
     def describe(self) -> str:
         return self.name
+
+
+# --- the two messages, written straight into bytes ---------------------------------------
+# A bar's datagrams are built at commit time on the clock thread, so building must be cheap:
+# python-osc's builder parsed every message it built back again (1-2 ms a bar). These write
+# the fixed layouts of /groove/hit and /groove/bar with one struct call per hit, and fall back
+# to osc_wire's general encoder for a value outside int32 / float32, which picks a wider type.
+@functools.lru_cache(maxsize=512)  # voice names and tag strings: a handful, over and over
+def _osc_string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if b"\x00" in raw:
+        raise ValueError("OSC strings cannot hold NUL characters")
+    return raw + b"\x00" * (4 - len(raw) % 4)
+
+
+_HIT_HEAD = _osc_string("/groove/hit") + _osc_string(",sifii")
+_HIT_ARGS = struct.Struct(">ifii")  # pitch, velocity, bar, step after the voice
+_BAR_ADDRESS = _osc_string("/groove/bar")
+_BAR_ARGS = struct.Struct(">if")  # bar, bpm
+_BAR_HIT_ARGS = struct.Struct(">ifif")  # pitch, velocity, step, t_s after each voice
+
+
+def hit_message(voice: str, pitch: int, velocity: float, bar: int, step: int) -> bytes:
+    """/groove/hit voice pitch velocity bar step."""
+    try:
+        return (_HIT_HEAD + _osc_string(voice)
+                + _HIT_ARGS.pack(int(pitch), float(velocity), int(bar), int(step)))
+    except (struct.error, OverflowError):
+        return encode_message("/groove/hit", (voice, int(pitch), float(velocity), int(bar),
+                                              int(step)))
+
+
+def bar_message(bar: int, bpm: float,
+                hits: Iterable[tuple[str, int, float, int, float]]) -> bytes:
+    """/groove/bar bar bpm, then voice pitch velocity step t_s per hit."""
+    hits = tuple(hits)
+    try:
+        body = [_BAR_ARGS.pack(int(bar), float(bpm))]
+        for voice, pitch, velocity, step, t_s in hits:
+            body.append(_osc_string(voice))
+            body.append(_BAR_HIT_ARGS.pack(int(pitch), float(velocity), int(step), float(t_s)))
+        return _BAR_ADDRESS + _osc_string(",if" + "sifif" * len(hits)) + b"".join(body)
+    except (struct.error, OverflowError):
+        args: list = [int(bar), float(bpm)]
+        for voice, pitch, velocity, step, t_s in hits:
+            args += [voice, int(pitch), float(velocity), int(step), float(t_s)]
+        return encode_message("/groove/bar", args)
 
 
 class OscSink(Sink):
@@ -114,20 +199,15 @@ class OscSink(Sink):
 
     def _encode(self, event: Event) -> bytes | None:
         if isinstance(event, HitEvent):
-            msg = build_msg("/groove/hit", [event.voice, event.pitch, float(event.velocity),
-                                            event.bar, event.step])
+            msg = hit_message(event.voice, event.pitch, event.velocity, event.bar, event.step)
         elif isinstance(event, BarEvent):
-            args: list = [event.bar, float(event.bpm)]
-            for voice, pitch, velocity, step, t_s in event.hits:
-                args += [voice, pitch, float(velocity), step, float(t_s)]
-            msg = build_msg("/groove/bar", args)
+            msg = bar_message(event.bar, event.bpm, event.hits)
         else:
             return None
         if not self.bundles:
-            return msg.dgram
-        bundle = OscBundleBuilder(self._wall_s(event.t_s) + self.latency_s)
-        bundle.add_content(msg)
-        return bundle.build().dgram
+            return msg
+        time_tag = system_time_to_ntp(self._wall_s(event.t_s) + self.latency_s)
+        return BUNDLE_HEADER + time_tag + struct.pack(">i", len(msg)) + msg
 
     def prepare(self, event: Event) -> None:
         if isinstance(event, (HitEvent, BarEvent)):
@@ -157,12 +237,15 @@ class OscSink(Sink):
 
 
 class RecordingSink(Sink):
-    """Keeps every event with the clock time it was emitted at; tests wait on it."""
+    """Keeps every event with the clock time it was emitted at; tests wait on it. It wants
+    the music and the transport unless told otherwise."""
 
     name = "recording"
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float],
+                 wants: Iterable[type] = (HitEvent, BarEvent, ClockEvent)) -> None:
         self._now = now
+        self.wants = frozenset(wants)
         self.records: list[tuple[Event, float]] = []  # (event, emitted_t_s)
         self._cond = threading.Condition()
 

@@ -107,6 +107,7 @@ def test_send_names_are_resolved_once_at_start():
         resolve_address("weird:4560", lambda host: "fe80::1")  # a resolver answer is checked too
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_ready_within_a_second_then_plays_to_targets_and_stops_on_sigterm(procs):
     port = free_udp_port()
     listener = OscClient(("127.0.0.1", port))
@@ -140,6 +141,7 @@ def test_ready_within_a_second_then_plays_to_targets_and_stops_on_sigterm(procs)
         listener.close()
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_the_process_survives_garbage_and_keeps_time(procs):
     port = free_udp_port()
     listener = OscClient(("127.0.0.1", port))

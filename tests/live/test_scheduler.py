@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from groove_live.live.events import BarContent, BarEvent, ClockEvent, Hit
+from groove_live.live.events import BarContent, BarEvent, ClockEvent, Hit, HitEvent
+from groove_live.live.midi_sink import MidiSink
 from groove_live.live.scheduler import (COMMIT_CLEAR_S, COMMIT_MARGIN_S, COMMIT_SLACK_S,
                                         DECODE_WORK_S, FLAT_VELOCITY,
                                         QUIET_AFTER_S, QUIET_BEFORE_S, QUIET_BUSY_MAX_S,
@@ -184,28 +185,69 @@ def test_mute_velocity_and_timing_amounts_apply_from_the_next_bar():
     assert [h for h in rec.hits() if h.voice == "kick" and h.bar >= 6]
 
 
-class ClockRecordingSink(RecordingSink):
-    clock = True  # asks the scheduler for MIDI clock events
+class TimedPort:
+    """A MIDI port that notes when each message went out (on the fake clock)."""
+
+    def __init__(self, now):
+        self.now = now
+        self.sent = []
+
+    def send(self, msg):
+        self.sent.append((self.now(), msg))
+
+    def close(self):
+        pass
 
 
-def test_midi_clock_ticks_24_per_beat_on_the_grid():
-    clock = FakeClock()
-    rec = ClockRecordingSink(clock.now)
-    timeline = Timeline()
-    engine = ScriptedEngine(PHRASE)
-    sched = Scheduler(clock, timeline, [rec], engine.spec, bpm=120.0)
-    sched.start()
+def run_scheduler(sched: Scheduler, clock: FakeClock, seconds: float) -> None:
     sched.process(clock.now())
-    t_end = clock.now() + 5.0
+    t_end = clock.now() + seconds
     while sched.next_t_s() <= t_end:
         clock.advance_to(max(sched.next_t_s(), clock.now()))
         sched.process(clock.now())
-    events = rec.events(ClockEvent)
-    assert events[0].kind == "start"
-    ticks = [e for e in events if e.kind == "tick"]
-    d0 = events[0].t_s
-    assert ticks[0].t_s == d0
-    assert [e.t_s for e in ticks[:96]] == pytest.approx([d0 + k * 2.0 / 96 for k in range(96)], abs=1e-12)
+    clock.advance_to(max(t_end, clock.now()))
+
+
+def test_midi_clock_ticks_24_per_beat_on_the_grid_and_only_midi_gets_them():
+    clock = FakeClock()
+    port = TimedPort(clock.now)
+    rec = RecordingSink(clock.now)  # wants hits, bars and transport: no MIDI protocol
+    engine = ScriptedEngine(PHRASE)
+    timeline = Timeline()
+    timeline.publish(0, {b: BarContent(tuple(Hit(s, d, v, o) for s, d, v, o in expected_hits(b)),
+                                       None, b, "sample") for b in range(3)}, strict=False)
+    sched = Scheduler(clock, timeline, [MidiSink(port, "fake", clock=True), rec], engine.spec,
+                      bpm=120.0)
+    sched.start()
+    run_scheduler(sched, clock, 5.0)
+    sent = [(t, m.type) for t, m in port.sent]
+    (d0,) = [t for t, kind in sent if kind == "start"]  # bar 0's downbeat (its early kick is before)
+    assert d0 == rec.bars()[0].downbeat_t_s
+    ticks = [t for t, kind in sent if kind == "clock"]
+    assert ticks[:96] == pytest.approx([d0 + k * 2.0 / 96 for k in range(96)], abs=1e-12)
+    # Each note ends half a step after it started; the recording saw the notes but none of
+    # MIDI's own protocol (note-offs, ticks): outputs own their protocol.
+    ons = [(t, m.note) for t, m in port.sent if m.type == "note_on"]
+    offs = [(t, m.note) for t, m in port.sent if m.type == "note_off"]
+    assert len(ons) == len(rec.hits()) > 0
+    assert len(offs) >= len(ons) - 1  # the last note may still be sounding
+    assert offs == [(pytest.approx(t + 0.5 * 0.125, abs=1e-12), n) for t, n in ons[:len(offs)]]
+    assert [e.kind for e in rec.events(ClockEvent)] == ["start"]
+    assert not [e for e in rec.events() if type(e).__name__ == "NoteOffEvent"]
+
+
+def test_an_output_that_wants_no_bars_gets_none():
+    clock = FakeClock()
+    only_hits = RecordingSink(clock.now, wants=(HitEvent,))
+    everything = RecordingSink(clock.now)
+    sched = Scheduler(clock, Timeline(), [only_hits, everything], ScriptedEngine(PHRASE).spec,
+                      bpm=240.0)
+    sched.timeline.publish(0, {0: BarContent((Hit(0, 0, 0.8, 0.0),), None, 0, "sample")},
+                           strict=False)
+    sched.start()
+    run_scheduler(sched, clock, 2.0)
+    assert [type(e) for e in only_hits.events()] == [HitEvent]
+    assert {type(e) for e in everything.events()} == {HitEvent, BarEvent, ClockEvent}
 
 
 def test_a_missed_bar_repeats_the_bar_a_phrase_ago_and_is_counted():
@@ -295,3 +337,36 @@ def test_a_commit_waits_for_sends_only_within_its_slack():
     assert s.commit_at_s() == min(commit_t_s + COMMIT_CLEAR_S - 0.0001,
                                   commit_t_s + COMMIT_SLACK_S)
     assert COMMIT_SLACK_S < COMMIT_MARGIN_S  # the bar's own first send is never delayed by it
+
+
+@pytest.mark.parametrize("into_bar_s,next_downbeat_s", [(0.3, 2.0), (1.37, 0.0)])
+def test_a_sync_moves_an_outputs_own_events_with_their_bar_and_ends_every_note(
+        into_bar_s, next_downbeat_s):
+    """Early in bar 1 the bar moves (its note-offs with it); late in it the bar is cut short
+    and the next starts at once (the note-offs of notes it started still go out)."""
+    clock = FakeClock()
+    port = TimedPort(clock.now)
+    timeline = Timeline()
+    timeline.publish(0, {b: BarContent(tuple(Hit(s, d, v, o) for s, d, v, o in expected_hits(b)),
+                                       None, b, "sample") for b in range(6)}, strict=False)
+    sched = Scheduler(clock, timeline, [MidiSink(port, "fake", clock=True)],
+                      ScriptedEngine(PHRASE).spec, bpm=120.0)
+    sched.start(notify=False)
+    run_scheduler(sched, clock, 1.0)
+    d0 = sched.bar_t_s(0)
+    run_scheduler(sched, clock, d0 + 2.0 + into_bar_s - clock.now())
+    t_sync = clock.now()
+    sched.sync()
+    run_scheduler(sched, clock, 4.5)
+    bar_2 = t_sync + next_downbeat_s  # where bar 2 starts now
+    ticks = [t for t, m in port.sent if m.type == "clock" and t >= bar_2 - 1e-9]
+    assert ticks[:96] == pytest.approx([bar_2 + k * 2.0 / 96 for k in range(96)], abs=1e-9)
+    # Every note that started ends (the moved bar's note-offs moved with their notes), but
+    # for any started in the last half step.
+    sounding = {}
+    for t, m in port.sent:
+        if m.type == "note_on":
+            sounding[m.note] = t
+        elif m.type == "note_off":
+            assert sounding.pop(m.note) <= t
+    assert all(t > clock.now() - 0.5 * 0.125 for t in sounding.values()), sounding

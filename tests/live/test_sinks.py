@@ -155,3 +155,32 @@ def test_a_target_added_without_expiry_keeps_none():
     sink.add_target(lan)  # set again from loopback: permanent
     sink.add_target(lan, expires_t_s=50.0)  # and a later network request does not shorten it
     assert sink.expiries() == {lan: None}
+
+
+def test_osc_bytes_are_what_python_osc_would_build():
+    """The sink writes each datagram once with osc_wire's encoder: same bytes as before."""
+    from pythonosc.osc_bundle_builder import OscBundleBuilder
+    from pythonosc.osc_message_builder import build_msg
+
+    hit = HitEvent(10.0, 3, 4, "snare", 38, 0.5)
+    bar = BarEvent(9.5, 10.0, 3, 120.0, (("kick", 36, 0.75, 0, -0.01),))
+    want_hit = build_msg("/groove/hit", ["snare", 38, 0.5, 3, 4]).dgram
+    want_bar = build_msg("/groove/bar", [3, 120.0, "kick", 36, 0.75, 0, -0.01]).dgram
+    plain = OscSink(FakeSocket())
+    assert plain._encode(hit) == want_hit and plain._encode(bar) == want_bar
+    bundled = OscSink(FakeSocket(), bundles=True, latency_s=0.1, wall_s=lambda t: t + 1.7e9)
+    builder = OscBundleBuilder(1.7e9 + 10.1)
+    builder.add_content(build_msg("/groove/hit", ["snare", 38, 0.5, 3, 4]))
+    assert bundled._encode(hit) == builder.build().dgram
+
+
+def test_values_beyond_32_bits_fall_back_to_the_wider_osc_types():
+    from groove_live.live.osc_wire import decode_message
+    from groove_live.live.sinks import bar_message, hit_message
+
+    m = decode_message(hit_message("kick", 36, 1.0, 2**31, 0))
+    assert m.type_tags == "sifhi" and m.args[3] == 2**31
+    m = decode_message(bar_message(1, 120.0, [("kick", 36, 0.5, 0, 1e39)]))
+    assert m.type_tags == "ifsifid" and m.args[-1] == 1e39
+    m = decode_message(bar_message(1, 120.0, []))
+    assert m.type_tags == "if" and m.args == (1, 120.0)

@@ -75,6 +75,7 @@ def wait_phrase(server, client, seed, temperature=1.0):
     return start, z
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_sample_plays_the_whole_phrase_on_the_grid_plus_the_models_offsets(running):
     server, client, engine = running()
     ack = client.request("/groove/sample", 1.0, 42)
@@ -114,6 +115,7 @@ def phrase_offset(phrase, engine, phrase_bar, voice, step):
     return h.offset
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_bundles_are_time_tagged_with_intended_time_plus_latency(running):
     server, client, engine = running(bundles=True, latency_s=0.05)
     client.request("/groove/sample", 1.0, 5)
@@ -133,6 +135,7 @@ def test_bundles_are_time_tagged_with_intended_time_plus_latency(running):
     assert bar_msgs and bar_msgs[0].timetag_wall_s is not None
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_bar_message_arrives_a_lookahead_before_the_downbeat(running):
     server, client, engine = running(bar_lookahead_s=0.2)
     assert client.wait_for(lambda c: len(c.messages("/groove/bar")) >= 3, timeout_s=5 * BAR_S)
@@ -150,6 +153,7 @@ def test_bar_message_arrives_a_lookahead_before_the_downbeat(running):
             assert t_s == pytest.approx((h.step + h.offset) * STEP_S, abs=1e-5)
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_garbage_gets_errors_while_the_music_keeps_time(running):
     server, client, engine = running()
     client.request("/groove/walk", 0.3, 1)
@@ -192,6 +196,7 @@ def test_garbage_gets_errors_while_the_music_keeps_time(running):
         assert bar_t + (m.params[4] - 0.5) * STEP_S - 0.001 < m.arrival_s < bar_t + (m.params[4] + 0.5) * STEP_S + TOLERANCE_S
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_inference_runs_only_on_the_worker_and_stays_a_bar_ahead(running):
     engine = FakeEngine(delay_s=0.15)  # a slow model: 15% of a bar per decode
     server, client, _ = running(engine=engine)
