@@ -16,13 +16,12 @@ from pathlib import Path
 import mido
 import numpy as np
 
+from .limits import DRUM_CHANNEL, NOTE_LENGTH_STEPS
 from .pattern import OFFSET_LIMIT, Patterns
 from .spec import ModelSpec
 
-DRUM_CHANNEL = 9  # MIDI channel 10, zero-based
 DEFAULT_BPM = 120.0
 WRITE_TICKS_PER_BEAT = 480
-NOTE_LENGTH_STEPS = 0.5  # drums only care about onsets; short notes keep DAWs tidy
 
 
 class MidiReadError(ValueError):

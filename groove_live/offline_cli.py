@@ -8,6 +8,8 @@ from typing import NoReturn
 
 import click
 
+from .limits import SEED_LIMIT
+
 MODEL_METAVAR = "NAME|PATH"
 
 
@@ -58,7 +60,7 @@ def _run(fn, *args, **kwargs):
 @click.option("--bpm", default=120.0, show_default=True, type=click.FloatRange(1.0, 1000.0))
 @click.option("--out", "out_dir", default=".", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the MIDI files.")
-@click.option("--seed", type=int, help="Same seed, same patterns.")
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), help="Same seed, same patterns.")
 @click.option("--model", metavar=MODEL_METAVAR, help=MODEL_HELP)
 @click.option("--png", is_flag=True, help="Also write a piano-roll PNG per file (matplotlib).")
 def sample(n, temperature, bpm, out_dir, seed, model, png):
@@ -79,7 +81,8 @@ def sample(n, temperature, bpm, out_dir, seed, model, png):
 @click.option("--temperature", default=0.5, show_default=True, type=click.FloatRange(min=0.0))
 @click.option("--bpm", type=click.FloatRange(1.0, 1000.0), help="Default: START's tempo.")
 @click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seed", type=int, help="Fixes the sampling noise (shared by all steps).")
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1),
+              help="Fixes the sampling noise (shared by all steps).")
 @click.option("--bar", type=click.IntRange(min=0),
               help="Bar of each file where its window starts, counting from 0 (default: "
                    "the first bar with a drum note).")
@@ -131,7 +134,7 @@ def _task_command(task: str, what: str, input_help: str):
     @click.option("--temperature", default=1.0, show_default=True,
                   type=click.FloatRange(min=0.0),
                   help="Randomness of the model's choices (0 = its most likely pattern).")
-    @click.option("--seed", type=int, help="Same seed, same output.")
+    @click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), help="Same seed, same output.")
     @click.option("--model", metavar=MODEL_METAVAR, help=_model_help(task))
     @click.option("--png", is_flag=True,
                   help="Also write a piano roll of input and output (first bars; matplotlib).")
