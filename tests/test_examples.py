@@ -27,3 +27,23 @@ def test_every_example_folder_has_a_readme(folder):
     readme = MONITOR.parents[1] / folder / "README.md"
     assert readme.is_file()
     assert "groove-live serve" in readme.read_text()
+
+
+@pytest.mark.parametrize("example", ["sonic_pi/groove.rb", "sonic_pi/tasks.rb",
+                                     "supercollider/groove_hits.scd",
+                                     "supercollider/groove_bundles.scd",
+                                     "supercollider/groove_tasks.scd"])
+def test_examples_only_send_addresses_the_server_answers(example):
+    import re
+
+    from groove_live.live.osc_api import OUTPUT_ADDRESSES, OscApi
+    from groove_live.spec import ModelSpec
+
+    class Controls:
+        spec = ModelSpec()
+    routes = set(OscApi(Controls()).routes)
+    text = (MONITOR.parents[1] / example).read_text()
+    used = set(re.findall(r"[\"'](/groove/[a-z/]+)[\"']", text))
+    assert used, example
+    unknown = used - routes - OUTPUT_ADDRESSES - {"/groove/tap/take"}  # the take's ack names it
+    assert not unknown, f"{example} sends {unknown}, which groove-live does not answer"

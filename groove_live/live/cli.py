@@ -5,6 +5,8 @@ import time
 
 import click
 
+from ..limits import (MAX_BAR_LOOKAHEAD_MS, MAX_BPM, MAX_TEMPERATURE, MIN_BPM, MIN_TEMPERATURE,
+                      QUANTIZE_MODES, SEED_LIMIT)
 from .guard import AddressRefused, parse_network
 from .server import ServeConfig, ServeError, resolve_address, serve as run_server
 
@@ -21,14 +23,43 @@ def _fail(message: str) -> None:
 def _engine_factory(model: str | None):
     def load():
         try:
+            from ..bundled import resolve_model
             from ..engine import Engine, EngineError
         except ImportError as e:
             raise ServeError(f"the model engine is not available ({e})") from None
         try:
-            return Engine.load(model)
+            return Engine.load(resolve_model(model))
         except EngineError as e:
             raise ServeError(str(e)) from None
     return load
+
+
+def _task_engines_factory(config: ServeConfig):
+    """The task models next to the playing one; each that cannot be used is off, with its
+    reason (see tasks_live.load_task_engines)."""
+    def load(engine):
+        from ..bundled import resolve_model
+        from ..engine import Engine
+        from .tasks_live import load_task_engines
+
+        def load_one(task: str, source: str | None):
+            return Engine.load(resolve_model(source, default=task))
+        return load_task_engines(engine.spec, dict(config.task_models), load_one)
+    return load
+
+
+def _midi_in_factory(config: ServeConfig):
+    if not config.midi_in:
+        return None
+
+    def start(server):
+        from .midi_in import MidiInError, open_taps
+
+        try:
+            return open_taps(config.midi_in, server.tasks)
+        except MidiInError as e:
+            raise ServeError(str(e)) from None
+    return start
 
 
 def _midi_sinks(config: ServeConfig):
@@ -57,7 +88,7 @@ def _midi_sinks(config: ServeConfig):
               help="Also take requests from, and send to, this IPv4 network or address, e.g. "
                    "192.168.1.0/24 (repeatable; broadcast and multicast addresses only when "
                    "named; see docs/osc.md, Security).")
-@click.option("--bpm", default=120.0, show_default=True, type=click.FloatRange(20, 400))
+@click.option("--bpm", default=120.0, show_default=True, type=click.FloatRange(MIN_BPM, MAX_BPM))
 @click.option("--send", "sends", multiple=True, metavar="HOST:PORT",
               help="Send /groove/hit and /groove/bar here (repeatable; Sonic Pi: 127.0.0.1:4560). "
                    "A host name is resolved once, at start.")
@@ -65,24 +96,41 @@ def _midi_sinks(config: ServeConfig):
               help="Open a virtual MIDI port NAME (Ableton path; JACK on Linux without ALSA).")
 @click.option("--midi-out", metavar="PORT", help="Send MIDI to an existing port (name or prefix).")
 @click.option("--midi-clock", is_flag=True, help="Also send MIDI beat clock and start/stop.")
-@click.option("--model", type=click.Path(dir_okay=False), default=None,
-              help="An exported .onnx groove model (default: the bundled one).")
+@click.option("--model", metavar="NAME|PATH", default=None,
+              help="A bundled model by name (see groove-live info) or an .onnx file; default: "
+                   "groovae.")
 @click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(0, 5000),
               help="Added to bundle time tags (--bundles).")
 @click.option("--bundles", is_flag=True,
               help="Send OSC bundles time-tagged with the intended time + --latency-ms.")
 @click.option("--bar-lookahead-ms", default=500.0, show_default=True,
-              type=click.FloatRange(0, 2000),
+              type=click.FloatRange(0, MAX_BAR_LOOKAHEAD_MS),
               help="Send /groove/bar this long before its downbeat (Sonic Pi's sched_ahead_time).")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0, 5),
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(MIN_TEMPERATURE, MAX_TEMPERATURE),
               help="Sampling temperature; 0 plays the most likely hits (greedy).")
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None,
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=None,
               help="Seed of the first groove and of walk targets.")
-@click.option("--quantize", type=click.Choice(["bar", "phrase"]), default="bar", show_default=True,
+@click.option("--quantize", type=click.Choice(list(QUANTIZE_MODES)), default="bar", show_default=True,
               help="Where changes land: the next bar or the next phrase start.")
 @click.option("--stopped", is_flag=True, help="Wait for /groove/start instead of playing at once.")
+@click.option("--humanize-model", metavar="NAME|PATH",
+              help="Model for /groove/humanize: a bundled NAME, an .onnx PATH, or none "
+                   "(default: the bundled humanize).")
+@click.option("--drumify-model", metavar="NAME|PATH",
+              help="Model for /groove/tap and --midi-in (default: the bundled drumify).")
+@click.option("--infill-model", metavar="NAME|PATH",
+              help="Model for /groove/infill (default: the bundled infill).")
+@click.option("--tap-latency-ms", default=0.0, show_default=True, type=click.FloatRange(0, 1000),
+              help="How long a tap takes to reach the server; taken off each tap's arrival time "
+                   "(also /groove/tap/latency).")
+@click.option("--tap-bars", default=2, show_default=True, type=click.IntRange(1, 2),
+              help="Bars of taps in a take (also /groove/tap/bars).")
+@click.option("--midi-in", metavar="PORT",
+              help="Taps from this MIDI input (name or prefix; JACK when there is no ALSA): "
+                   "every note-on is a tap with its velocity.")
 def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, model, latency_ms,
-          bundles, bar_lookahead_ms, temperature, seed, quantize, stopped) -> None:
+          bundles, bar_lookahead_ms, temperature, seed, quantize, stopped, humanize_model,
+          drumify_model, infill_model, tap_latency_ms, tap_bars, midi_in) -> None:
     """Play grooves live: OSC control in, OSC hits / bars and MIDI notes out."""
     t0 = time.monotonic()
     if midi_virtual and midi_out:
@@ -98,7 +146,12 @@ def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, mo
             bundles=bundles, latency_s=latency_ms / 1000.0,
             bar_lookahead_s=bar_lookahead_ms / 1000.0, midi_virtual=midi_virtual,
             midi_out=midi_out, midi_clock=midi_clock, temperature=temperature, seed=seed,
-            quantize=quantize, autostart=not stopped)
-        run_server(config, _engine_factory(model), _midi_sinks, out=_echo, started_t_s=t0)
+            quantize=quantize, autostart=not stopped,
+            task_models=(("humanize", humanize_model), ("drumify", drumify_model),
+                         ("infill", infill_model)),
+            tap_latency_s=tap_latency_ms / 1000.0, tap_bars=tap_bars, midi_in=midi_in)
+        run_server(config, _engine_factory(model), _midi_sinks, out=_echo, started_t_s=t0,
+                   task_engines_factory=_task_engines_factory(config),
+                   midi_in_factory=_midi_in_factory(config))
     except ServeError as e:
         _fail(str(e))

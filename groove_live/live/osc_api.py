@@ -13,15 +13,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from ..limits import (MAX_BAR_LOOKAHEAD_MS, MAX_BPM, MAX_TEMPERATURE, MIN_BPM, QUANTIZE_MODES,
+                      SEED_LIMIT)
 from ..spec import ModelSpec
-from . import tempo
 from .guard import AddressRefused, parse_host
 from .osc_wire import IMPULSE, Message, WireError, decode_packet, encode_message
+from .tap import MAX_LATENCY_MS, MAX_TAP_BARS
+from .tasks_live import TaskError
 
-MAX_TEMPERATURE = 5.0
 MAX_BARS = 64  # longest interpolation / walk period
-MAX_LOOKAHEAD_MS = 2000.0
-SEED_LIMIT = 2**31
 MAX_ECHO_CHARS = 200  # echoed addresses and strings are cut to this
 MAX_REASON_CHARS = 300
 MAX_REPLY_BYTES = 8192  # well inside one UDP datagram; /groove/info is the largest (~1.5 KB)
@@ -160,7 +160,18 @@ class OscApi:
             "/groove/quantize": Route(self._quantize, 1, "<bar|phrase>"),
             "/groove/lookahead": Route(self._lookahead, 1, "<ms f>"),
             "/groove/ping": Route(self._ping, 8, "[anything]"),
+            # GrooVAE's tasks (tasks_live.LiveTasks); a server without them answers an error.
+            "/groove/humanize": Route(self._humanize, 1 + 2 * self.spec.n_drums,
+                                      "[temperature f] <voice s> <steps s> ..."),
+            "/groove/infill": Route(self._infill, 1 + 2 * self.spec.n_drums,
+                                    "[temperature f] <voice s> <steps s> ... (no hi-hats)"),
+            "/groove/tap": Route(self._tap, 1, "[velocity f 0..1]"),
+            "/groove/tap/end": Route(self._tap_end, 0, ""),
+            "/groove/tap/bars": Route(self._tap_bars, 1, f"<bars i 1..{MAX_TAP_BARS}>"),
+            "/groove/tap/latency": Route(self._tap_latency, 1, "<ms f>"),
         }
+        tasks = getattr(controls, "tasks", None)  # a LiveTasks; controls without one: no tasks
+        self.tasks = tasks if hasattr(tasks, "parse") else None
         self.errors = 0  # requests refused
         self.ignored = 0  # messages not answered: replies, outputs, other programs'
 
@@ -240,7 +251,7 @@ class OscApi:
     def _tempo(self, args, sender) -> list:
         if not args:
             raise ApiError("needs <bpm f>")
-        bpm = _float(args[0], "bpm", tempo.MIN_BPM, tempo.MAX_BPM)
+        bpm = _float(args[0], "bpm", MIN_BPM, MAX_BPM)
         self.controls.set_tempo(bpm)
         return [bpm]
 
@@ -342,7 +353,7 @@ class OscApi:
         if not args:
             raise ApiError("needs <bar|phrase>")
         mode = _str(args[0], "quantize")
-        if mode not in ("bar", "phrase"):
+        if mode not in QUANTIZE_MODES:
             raise ApiError(f"quantize must be bar or phrase, got {mode!r}")
         self.controls.set_quantize(mode)
         return [mode]
@@ -350,10 +361,59 @@ class OscApi:
     def _lookahead(self, args, sender) -> list:
         if not args:
             raise ApiError("needs <ms f>")
-        ms = _float(args[0], "lookahead_ms", 0.0, MAX_LOOKAHEAD_MS)
+        ms = _float(args[0], "lookahead_ms", 0.0, MAX_BAR_LOOKAHEAD_MS)
         self.controls.set_bar_lookahead(ms / 1000.0)
         return [ms]
 
     def _ping(self, args, sender) -> list:
         return [_clip(a) if isinstance(a, str) else a for a in args
                 if isinstance(a, (int, float, str)) and not isinstance(a, bool)]
+
+    # --- GrooVAE's tasks: validated here and in LiveTasks, run on the worker ---------------
+    def _live_tasks(self):
+        if self.tasks is None:
+            raise ApiError("this server has no task models")
+        return self.tasks
+
+    def _pattern_task(self, task: str, args: list, sender) -> list:
+        tasks = self._live_tasks()
+        try:
+            temperature, pattern = tasks.parse(task, args)
+            tasks.request(task, pattern, temperature, sender)
+        except TaskError as e:
+            raise ApiError(str(e)) from None
+        return [int(pattern.hits.sum())] + ([temperature] if temperature is not None else [])
+
+    def _humanize(self, args, sender) -> list:
+        return self._pattern_task("humanize", args, sender)
+
+    def _infill(self, args, sender) -> list:
+        return self._pattern_task("infill", args, sender)
+
+    def _tap(self, args, sender) -> list:
+        velocity = _float(args[0], "velocity", 0.0, 1.0, lo_open=True) if args else 0.8
+        try:
+            tap = self._live_tasks().tap(velocity, sender)
+        except TaskError as e:
+            raise ApiError(str(e)) from None
+        return [tap.bar, tap.step, round(tap.offset, 4)]
+
+    def _tap_end(self, args, sender) -> list:
+        try:
+            return [self._live_tasks().end_take(sender)]
+        except TaskError as e:
+            raise ApiError(str(e)) from None
+
+    def _tap_bars(self, args, sender) -> list:
+        if not args:
+            raise ApiError(f"needs <bars i 1..{MAX_TAP_BARS}>")
+        bars = _int(args[0], "bars", 1, MAX_TAP_BARS)
+        self._live_tasks().set_tap_bars(bars)
+        return [bars]
+
+    def _tap_latency(self, args, sender) -> list:
+        if not args:
+            raise ApiError("needs <ms f>")
+        ms = _float(args[0], "latency_ms", 0.0, MAX_LATENCY_MS)
+        self._live_tasks().set_tap_latency(ms / 1000.0)
+        return [ms]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..limits import QUANTIZE_MODES
 from ..latent import angle_between, slerp
 
 QUARTER_TURN = math.pi / 2  # a walk step of 1.0; about the angle between two prior samples
@@ -40,9 +41,12 @@ class BarState:
     temperature: float
     noise_seed: int  # decoding noise; kept across walk/morph bars so only the latent moves
     phrase_start_bar: int  # bar where the decoded phrase's bar 0 last started
-    source: str  # "sample", "walk", "interpolate"
+    source: str  # "sample", "walk", "interpolate", or a task name for a fixed phrase
     walk: Walk | None = None
     morph: Morph | None = None
+    # A finished phrase to loop instead of decoding z (a task model's result): per-bar hits.
+    # z stays the latent that played before it, so a later walk or morph goes on from there.
+    fixed: tuple | None = None
 
     def replace(self, **changes) -> "BarState":
         return dataclasses.replace(self, **changes)
@@ -84,8 +88,16 @@ class SetQuantize:
     quantize: str  # "bar" or "phrase"
 
 
-Command = Sample | StartWalk | Interpolate | SetTemperature | Restart | SetQuantize
-QUANTIZE_MODES = ("bar", "phrase")
+@dataclass(frozen=True, eq=False)
+class PlayPhrase:
+    """Loop a finished phrase (a task model's result) from the next phrase start, whatever the
+    quantize mode: it is a phrase, and starting it mid-phrase would shift its bars."""
+
+    bars: tuple  # per bar, a tuple of events.Hit
+    source: str  # the task that made it: "humanize", "drumify", "infill"
+
+
+Command = Sample | StartWalk | Interpolate | SetTemperature | Restart | SetQuantize | PlayPhrase
 
 
 def fresh_target(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -169,9 +181,10 @@ class Planner:
         oldest = min(self.states)
         return self.state(bar) if bar >= oldest else self.states[oldest]
 
-    def start_bar(self, first_free_bar: int) -> int:
-        """Where a change requested now lands: the next bar, or the next phrase start."""
-        if self.quantize == "bar":
+    def start_bar(self, first_free_bar: int, phrase: bool = False) -> int:
+        """Where a change requested now lands: the next bar, or the next phrase start (always
+        the phrase start when `phrase`)."""
+        if self.quantize == "bar" and not phrase:
             return first_free_bar
         phrase_start = self._known(first_free_bar - 1).phrase_start_bar
         k = max(0, math.ceil((first_free_bar - phrase_start) / self.bars_per_phrase))
@@ -183,7 +196,8 @@ class Planner:
             self.quantize = command.quantize
             return None
         # A restart is never held back to a phrase boundary: playback starts on the next bar.
-        start = first_free_bar if isinstance(command, Restart) else self.start_bar(first_free_bar)
+        start = (first_free_bar if isinstance(command, Restart)
+                 else self.start_bar(first_free_bar, phrase=isinstance(command, PlayPhrase)))
         prev = self._known(start - 1)
         for b in [b for b in self.states if b >= start]:
             del self.states[b]
@@ -202,18 +216,22 @@ class Planner:
                 # Anchored one period back, so the first move lands on `start` itself.
                 walk = Walk(command.step, command.every_bars, anchor_bar=start - command.every_bars,
                             target=fresh_target(prev.z, self.rng))
-                prev = prev.replace(morph=None)  # a walk takes over from a morph where it is
+                # A walk takes over from a morph, or from a fixed phrase, where it is.
+                prev = prev.replace(morph=None, fixed=None)
             state = self.advance(prev.replace(walk=walk), start)
         elif isinstance(command, Interpolate):
             temperature = prev.temperature if command.temperature is None else command.temperature
             morph = Morph(z_from=prev.z, z_to=np.asarray(command.z_to, np.float32),
                           start_bar=start, bars=command.bars)
-            state = prev.replace(z=morph_z(morph, start), morph=morph, walk=None,
+            state = prev.replace(z=morph_z(morph, start), morph=morph, walk=None, fixed=None,
                                  temperature=temperature, source="interpolate")
         elif isinstance(command, SetTemperature):
             state = self.advance(prev.replace(temperature=command.temperature), start)
         elif isinstance(command, Restart):
             state = self.advance(prev, start).replace(phrase_start_bar=start)
+        elif isinstance(command, PlayPhrase):
+            state = prev.replace(fixed=tuple(command.bars), source=command.source,
+                                 phrase_start_bar=start, walk=None, morph=None)
         else:  # pragma: no cover - every command type is handled above
             raise TypeError(f"unknown command {command!r}")
         self.states[start] = state

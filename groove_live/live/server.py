@@ -26,6 +26,8 @@ from .realtime import RealtimePolicy
 from .scheduler import DECODE_WORK_S, Scheduler
 from .sinks import Address, OscSink, Sink
 from .stats import TimingStats
+from .tap import MAX_TAP_BARS
+from .tasks_live import LiveTasks
 from .timeline import Timeline
 from .worker import EngineLike, InterpolateRequest, SampleRequest, Worker
 
@@ -56,6 +58,11 @@ class ServeConfig:
     ahead_bars: int = 2  # how far the worker decodes past the bar the clock took last
     allow: tuple[IPv4Network, ...] = ()  # networks beyond loopback that may talk and be targets
     limits: Limits = Limits()  # rate limits and target lifetime for senders beyond loopback
+    # GrooVAE's tasks: where each model comes from (None: the bundled one; "none": off)
+    task_models: tuple[tuple[str, str | None], ...] = ()
+    tap_latency_s: float = 0.0  # subtracted from a tap's arrival time before it is placed
+    tap_bars: int = MAX_TAP_BARS  # bars of taps in a take
+    midi_in: str | None = None  # a MIDI input port whose note-ons are taps
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -112,7 +119,8 @@ class Server:
     def __init__(self, engine: EngineLike, config: ServeConfig = ServeConfig(),
                  clock: Clock | None = None, sinks: list[Sink] | None = None,
                  sock: socket.socket | None = None,
-                 realtime_policy: RealtimePolicy | None = None) -> None:
+                 realtime_policy: RealtimePolicy | None = None,
+                 task_engines: dict[str, Any] | None = None) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.config = config
@@ -144,11 +152,14 @@ class Server:
         self.worker = Worker(engine, self.timeline, self.clock.now, config.temperature,
                              config.seed, config.ahead_bars, config.quantize)
         self.worker.quiet_s = lambda: self.scheduler.quiet_s(self.clock.now(), DECODE_WORK_S)
+        # task_engines: task -> engine, or the one-line reason that task is off
+        self.tasks = LiveTasks(self.spec, task_engines or {}, self.worker, self.scheduler,
+                               self.clock.now, config.seed, config.tap_latency_s,
+                               config.tap_bars, send=self._send_later)
         self.api = OscApi(self)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._switch_interval_s: float | None = None
-        self.internal_errors = 0
         self.replies = 0  # replies handed back to send, and their bytes
         self.reply_bytes = 0
         self.started_t_s = self.clock.now()
@@ -274,9 +285,10 @@ class Server:
                 continue
             try:
                 reply = self.api.answer(item, sender)
-            except Exception:  # an internal bug: say so loudly, but keep the music going
-                self.internal_errors += 1
-                traceback.print_exc()
+            except Exception as e:  # an internal bug: say so loudly, but keep the music going
+                if self.stats.errors.record("internal", f"internal error answering a request "
+                                            f"({type(e).__name__}: {e})", now_s):
+                    traceback.print_exc()
                 reply = self.api._error("", "internal error (see the server's log)")
             if reply is None:
                 continue
@@ -286,6 +298,15 @@ class Server:
             self.reply_bytes += len(reply)
         self.replies += len(replies)
         return replies
+
+    def _send_later(self, reply: bytes, sender: Address) -> None:
+        """A reply made off the OSC thread (a tap take's outcome), under the same rules."""
+        if self.sock is None or self.guard.source_refused(sender) is not None:
+            return
+        try:  # at most one per take: not metered (the guard's buckets belong to the OSC thread)
+            self.sock.sendto(reply, sender)
+        except OSError:
+            pass
 
     def pump_osc(self) -> int:
         """Offline mode for tests: handle every datagram waiting on the socket as the OSC
@@ -380,6 +401,7 @@ class Server:
             ("walk_every_bars", status.get("walk_every_bars", 0)),
             ("interpolating", status.get("interpolating", 0)),
             ("quantize", status.get("quantize", self.config.quantize)),
+            ("source", status.get("source", "sample")),  # what plays: sample, walk, humanize...
             ("velocity_amount", float(mix.velocity_amount)),
             ("timing_amount", float(mix.timing_amount)),
             ("muted", ",".join(spec.drum_names[i] for i in sorted(mix.muted))),
@@ -387,16 +409,20 @@ class Server:
             ("latency_ms", round(self.config.latency_s * 1000, 3)),
             ("bundles", int(self.config.bundles)),
             ("targets", ",".join(f"{h}:{p}" for h, p in targets)),
-            ("outputs", " | ".join(s.describe() for s in self.sinks)),
+            ("outputs", " | ".join(s.describe() for s in self.scheduler.sinks)),
             ("realtime", int(sched.realtime)),
             ("decodes", status.get("decodes", 0)),
             ("decode_max_ms", status.get("decode_max_ms", 0.0)),
             ("decode_errors", status.get("decode_errors", 0)),
             ("allow", self.guard.describe()),
             ("ignored", self.api.ignored),
+            ("refused", self.api.errors),
+            ("replies", self.replies),
+            ("reply_bytes", self.reply_bytes),
             *((f"dropped_{why}", self.guard.drops[why])
               for why in ("not_allowed", "self", "bad_source", "rate_limited")),
         ]
+        items += self.tasks.info()
         items += list(self.stats.summary().items())
         return items
 
@@ -407,6 +433,10 @@ def describe(server: Server) -> list[str]:
     spec = server.spec
     lines.append(f"model {spec.model_name}: {spec.n_drums} voices, {spec.bars} bars of "
                  f"{spec.steps_per_bar} steps, latent {spec.z_size}")
+    for task, engine in server.tasks.engines.items():
+        lines.append(f"{task}: {engine}" if isinstance(engine, str) else
+                     f"{task}: model {engine.spec.model_name}, {engine.spec.bars} bars (repeats "
+                     f"in the {spec.bars}-bar phrase)")
     if server.listening:
         host, port = server.listening
         lines.append(f"listening for OSC on udp {host}:{port}, answering {server.guard.describe()}")
@@ -422,7 +452,9 @@ def describe(server: Server) -> list[str]:
 
 def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
           extra_sinks_factory: Callable[[ServeConfig], list[Sink]] | None = None,
-          out=print, started_t_s: float | None = None) -> int:
+          out=print, started_t_s: float | None = None,
+          task_engines_factory: Callable[[EngineLike], dict[str, Any]] | None = None,
+          midi_in_factory: Callable[["Server"], Any] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Raises ServeError for things the user can fix."""
     t0 = time.monotonic() if started_t_s is None else started_t_s
     # Bind and open ports before loading the model: a taken port is reported at once.
@@ -430,13 +462,22 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
     sinks: list[Sink] = []
     try:
         sinks = extra_sinks_factory(config) if extra_sinks_factory else []
-        server = Server(engine_factory(), config, sinks=sinks, sock=sock)
+        engine = engine_factory()
+        task_engines = task_engines_factory(engine) if task_engines_factory else {}
+        server = Server(engine, config, sinks=sinks, sock=sock, task_engines=task_engines)
     except BaseException:
         for sink in sinks:
             sink.close()
         if sock is not None:
             sock.close()
         raise
+    midi_in = None
+    if midi_in_factory is not None:
+        try:
+            midi_in = midi_in_factory(server)
+        except BaseException:
+            server.close()
+            raise
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -448,6 +489,8 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
         server.start()
         for line in describe(server):
             out(f"groove-live: {line}")
+        if midi_in is not None:
+            out(f"groove-live: taps from MIDI {midi_in.describe()}")
         state = "playing" if config.autostart else "stopped (send /groove/start)"
         out(f"groove-live: ready in {time.monotonic() - t0:.2f} s, {config.bpm:g} BPM, {state}")
         while not stop.wait(0.5):
@@ -455,6 +498,8 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if midi_in is not None:
+            midi_in.close()
         server.close()
     out("groove-live: stopped")
     return 0

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-MIN_BPM = 20.0
-MAX_BPM = 400.0
+from ..limits import MAX_BPM, MIN_BPM
+
 MIDI_CLOCKS_PER_BEAT = 24  # MIDI beat clock: 24 pulses per quarter note
 
 

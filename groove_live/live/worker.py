@@ -16,15 +16,15 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..limits import SEED_LIMIT
 from ..latent import random_latents
 from ..pattern import Patterns
 from ..spec import ModelSpec
 from .events import BarContent, Hit
-from .planner import (BarState, Command, Interpolate, Planner, Restart, Sample, SetQuantize,
-                      SetTemperature, StartWalk)
+from .planner import (BarState, Command, Interpolate, Planner, PlayPhrase, Restart, Sample,
+                      SetQuantize, SetTemperature, StartWalk)
 from .timeline import Timeline
 
-SEED_LIMIT = 2**31  # seeds travel as OSC int32
 CACHE_SIZE = 16  # decoded phrases kept: the bars in flight, re-plans and the spare; a loop needs one
 
 
@@ -48,7 +48,19 @@ class InterpolateRequest:
     temperature: float | None = None
 
 
-Request = SampleRequest | InterpolateRequest | StartWalk | SetTemperature | Restart | SetQuantize
+@dataclass(frozen=True, eq=False)
+class PlayRequest:
+    """A finished phrase to make on the worker thread (a task model's inference) and then loop
+    from the next phrase start. render() returns per-bar hit tuples; when it raises,
+    on_error(reason) is told (one line) and the music goes on unchanged."""
+
+    render: Callable[[], tuple]
+    source: str
+    on_error: Callable[[str], None] | None = None
+
+
+Request = (SampleRequest | InterpolateRequest | StartWalk | SetTemperature | Restart | SetQuantize
+           | PlayRequest)
 
 
 def phrase_bars(patterns: Patterns, spec: ModelSpec) -> tuple[tuple[Hit, ...], ...]:
@@ -88,6 +100,9 @@ class Worker:
         self.decode_max_s = 0.0
         # Returns how long to hold off Python work so the clock thread can send (Server sets it).
         self.quiet_s: Callable[[], float] | None = None
+        # Called at the start of every round on this thread; each may submit() what has come
+        # due (a tap take whose last bar has passed), so time-driven work needs no thread.
+        self.pollers: list[Callable[[], None]] = []
 
     # --- any thread ----------------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -123,13 +138,33 @@ class Worker:
                 time.sleep(wait_s)
 
     def _content(self, bar: int, state: BarState, requested: bool) -> BarContent:
+        if state.fixed is not None:  # a finished phrase: nothing to decode, it loops as is
+            phrase_bar = (bar - state.phrase_start_bar) % len(state.fixed)
+            return BarContent(state.fixed[phrase_bar], state.z, phrase_bar, state.source,
+                              ready_t_s=self._now(), requested=requested)
         self._keep_off_the_clock()
         phrase_bar = (bar - state.phrase_start_bar) % self.spec.bars
         bars = self._decode(state.z, state.temperature, state.noise_seed)
         return BarContent(bars[phrase_bar], state.z, phrase_bar, state.source,
                           ready_t_s=self._now(), requested=requested)
 
-    def _resolve(self, request: Request) -> Command:
+    def _resolve(self, request: Request) -> Command | None:
+        if isinstance(request, PlayRequest):
+            self._keep_off_the_clock()
+            t0 = time.perf_counter()
+            try:
+                bars = request.render()
+            except Exception as e:  # a failing task model must not stop the music
+                self.decode_errors += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                print(f"groove-live: {request.source} failed ({self.last_error}); playing on",
+                      file=sys.stderr)
+                if request.on_error is not None:
+                    request.on_error(f"{request.source} failed: {e}")
+                return None
+            self.decode_max_s = max(self.decode_max_s, time.perf_counter() - t0)
+            self.decodes += 1
+            return PlayPhrase(tuple(bars), request.source)
         if isinstance(request, SampleRequest):
             if request.seed is None:
                 z, noise_seed = self._spare
@@ -175,8 +210,14 @@ class Worker:
 
         Returns True when it published anything.
         """
+        for poll in self.pollers:  # first: what they submit is applied in this round
+            try:
+                poll()
+            except Exception as e:  # a poller's bug must not stop the music already planned
+                self.last_error = f"{type(e).__name__}: {e}"
+                print(f"groove-live: {self.last_error}; playing on", file=sys.stderr)
         requests = self._drain()
-        commands = [self._resolve(r) for r in requests]
+        commands = [c for c in map(self._resolve, requests) if c is not None]
         published = False
         try:
             if commands:

@@ -15,6 +15,7 @@ MONITOR = REPO / "examples" / "ableton" / "midi_monitor.py"
 BPM = 240.0
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_virtual_port_notes_reach_a_jack_midi_input_on_channel_10(procs, jack):
     name = f"gl-{uuid.uuid4().hex[:6]}"
     port = free_udp_port()

@@ -111,6 +111,7 @@ def sonic_pi_log(gui):
     return pass_times, samples
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_sonic_pi_example_plays_the_hits_of_each_bar(procs, sonic_pi):
     control, gui, cue_port = sonic_pi
     port = free_udp_port()
@@ -153,5 +154,56 @@ def test_sonic_pi_example_plays_the_hits_of_each_bar(procs, sonic_pi):
         # Passes follow groove-live's bar line: one per bar (cue arrival jitter only).
         gaps = [b - a for a, b in zip(pass_times, pass_times[1:])]
         assert all(abs(g - BAR_S) < 0.03 for g in gaps), gaps
+    finally:
+        listener.close()
+
+
+TASKS_EXAMPLE = REPO / "examples" / "sonic_pi" / "tasks.rb"
+TOY_TASKS = [arg for task in ("humanize", "drumify", "infill") for arg in
+             (f"--{task}-model", str(REPO / "tests" / "fixtures" / f"toy_{task}.onnx"))]
+
+
+def info(client) -> dict:
+    reply = client.request("/groove/info")
+    return dict(zip(reply.params[1::2], reply.params[2::2]))
+
+
+def test_sonic_pi_tasks_example_humanizes_its_beat_and_its_taps_become_a_kit(procs, sonic_pi):
+    control, gui, cue_port = sonic_pi
+    port = free_udp_port()
+    listener = OscClient(("127.0.0.1", port))
+    try:
+        server = procs(serve_argv("--port", str(port), "--bpm", str(BPM), *TOY_TASKS,
+                                  "--send", f"127.0.0.1:{cue_port}",
+                                  "--send", f"127.0.0.1:{listener.port}"))
+        server.wait_line(r"ready in", timeout_s=20)
+        assert info(listener)["tasks"] == "humanize,drumify,infill", server.text()
+        code = TASKS_EXAMPLE.read_text().replace('use_osc "127.0.0.1", 57120',
+                                                 f'use_osc "127.0.0.1", {port}')
+        control.send("/run-code", GUI_ID, code)
+        seen = set()
+
+        def progressed(c) -> bool:  # asked once per bar groove-live sends
+            bars = len(c.messages("/groove/bar"))
+            if bars != getattr(progressed, "bars", 0):
+                progressed.bars = bars
+                state = info(c)
+                seen.add(state["source"])
+                progressed.state = state
+            return "drumify" in seen
+        assert listener.wait_for(progressed, timeout_s=30), (seen, server.text())
+        state = progressed.state
+        assert state["takes"] == 1 and state["take_errors"] == 0 and state["decode_errors"] == 0
+        assert "humanize" in seen  # the beat played before the taps' kit replaced it
+        errors = gui.messages("/error") + gui.messages("/syntax_error")
+        assert not errors, [e.params for e in errors]
+        # Sonic Pi's cue log got the acks: the beat (30 hits in 2 bars) and a take of 7 taps.
+        acks = [m.params for m in gui.messages("/incoming/osc") if "/groove/ack" in str(m.params)]
+        assert any("/groove/humanize" in str(p) and "30" in str(p) for p in acks), acks
+        assert any(p[3].startswith('["/groove/tap/take", 7,') for p in acks), acks
+        # Each tap reached groove-live on the 16th it was written for, all in one bar.
+        taps = [json.loads(p[3]) for p in acks if p[3].startswith('["/groove/tap", ')]
+        assert sorted(t[2] for t in taps) == [0, 3, 6, 8, 10, 11, 14], taps
+        assert len({t[1] for t in taps}) == 1 and all(abs(t[3]) < 0.4 for t in taps), taps
     finally:
         listener.close()

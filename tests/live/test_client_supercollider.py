@@ -43,13 +43,88 @@ def run_example(procs, jack, tmp_path, example: str, *serve_args: str) -> dict:
     return {k: float(v) for k, v in re.findall(r"(\w+)=(-?[\d.e-]+)", line)}
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_sclang_example_receives_hits_within_two_bars_and_plays_them(procs, jack, tmp_path):
     r = run_example(procs, jack, tmp_path, "groove_hits.scd")
     assert r["hits"] >= 8 and r["started"] >= 8  # scsynth started a synth per hit
     assert 0 <= r["first_hit_after_sample_s"] <= 2 * BAR_S
 
 
+@pytest.mark.timing  # wall-clock thresholds: see .ci/run
 def test_sclang_bundles_example_schedules_every_hit_ahead_on_scsynth(procs, jack, tmp_path):
     r = run_example(procs, jack, tmp_path, "groove_bundles.scd", "--bundles", "--latency-ms", "100")
     assert r["hits"] >= 8 and r["started"] >= 8
     assert r["ahead"] == r["hits"] and r["late"] == 0  # every tag still in the future on arrival
+
+
+TASKS_HARNESS = r"""
+// argv: groove_port example_path timeout_s tap_delay_s bpm. Prints RESULT once a take was
+// acked, TIMEOUT otherwise; counts the acks and errors the example's requests got.
+(
+var argv = thisProcess.argv;
+var groovePort = argv[0].asInteger, example = argv[1], timeout = argv[2].asFloat;
+var humanized = -1, take = -1, errors = 0, taps = 0, done = false;
+var report = { |word, code|
+    if(done.not) {
+        done = true;
+        "% humanize=% take=% errors=% tap_acks=%".format(word, humanized, take, errors, taps).postln;
+        code.exit;
+    }
+};
+~grooveAddr = NetAddr("127.0.0.1", groovePort);
+~grooveTapDelay = argv[3].asFloat;
+~grooveBpm = argv[4].asFloat;
+OSCFunc({ |msg|
+    case
+    { msg[1] == '/groove/humanize' } { humanized = msg[2] }
+    { msg[1] == '/groove/tap' } { taps = taps + 1 }
+    { msg[1] == '/groove/tap/take' } { take = msg[2]; report.("RESULT", 0) };
+}, '/groove/ack', ~grooveAddr);
+OSCFunc({ |msg| errors = errors + 1; msg.postln }, '/groove/error', ~grooveAddr);
+SystemClock.sched(timeout, { report.("TIMEOUT", 1); nil });
+try { this.executeFile(example) } { |e| e.reportError; report.("ERROR", 1) };
+)
+"""
+TOY_TASKS = [arg for task in ("humanize", "drumify", "infill") for arg in
+             (f"--{task}-model", str(REPO / "tests" / "fixtures" / f"toy_{task}.onnx"))]
+
+
+def test_sclang_tasks_example_humanizes_and_its_tapped_rhythm_becomes_a_kit(procs, tmp_path):
+    from .osc_client import OscClient
+
+    sclang = need("sclang")
+    port = free_udp_port()
+    listener = OscClient(("127.0.0.1", port))
+    try:
+        server = procs(serve_argv("--port", str(port), "--bpm", str(BPM), *TOY_TASKS,
+                                  "--send", f"127.0.0.1:{listener.port}"))
+        server.wait_line(r"ready in", timeout_s=20)
+        harness = tmp_path / "run_tasks.scd"
+        harness.write_text(TASKS_HARNESS)
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {"QT_QPA_PLATFORM": "offscreen", "QTWEBENGINE_DISABLE_SANDBOX": "1",
+               "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(home)}
+        client = procs([sclang, str(harness), str(port), str(EXAMPLES / "groove_tasks.scd"), "30",
+                        str(3 * BAR_S), str(BPM)], env=env)
+        try:
+            _, line = client.wait_line(r"^(RESULT|TIMEOUT|ERROR) ", timeout_s=60)
+        finally:
+            client.stop()
+        assert line.startswith("RESULT"), client.text()
+        r = dict(re.findall(r"(\w+)=(-?\d+)", line))
+        assert r == {"humanize": "30", "take": "7", "errors": "0", "tap_acks": "7"}, line
+        seen = set()
+
+        def sources(c) -> bool:  # asked once per bar groove-live sends
+            bars = len(c.messages("/groove/bar"))
+            if bars != getattr(sources, "bars", 0):
+                sources.bars = bars
+                reply = c.request("/groove/info")
+                state = dict(zip(reply.params[1::2], reply.params[2::2]))
+                seen.add(state["source"])
+            return "drumify" in seen
+        assert listener.wait_for(sources, timeout_s=12 * BAR_S), seen
+        assert "humanize" in seen
+    finally:
+        listener.close()
