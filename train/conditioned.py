@@ -160,11 +160,12 @@ class ConditionedVAE(nn.Module):
 
     def generate(self, control: torch.Tensor, temperature: float = 1.0,
                  generator: torch.Generator | None = None, z: torch.Tensor | None = None):
-        """sample() with z from the prior and noise drawn from `generator`."""
+        """sample() with z from the prior N(0, T^2 I) (the engine's feel_latents) and noise
+        drawn from `generator`."""
         b, t = control.shape[:2]
         c, dev = self.spec.n_drums, control.device
         if z is None:
-            z = torch.randn((b, self.cfg.z_size), generator=generator, device=dev)
+            z = torch.randn((b, self.cfg.z_size), generator=generator, device=dev) * temperature
         hit_noise = torch.rand((b, t, c), generator=generator, device=dev)
         cont_noise = torch.randn((b, t, 2 * c), generator=generator, device=dev)
         temps = torch.full((b,), float(temperature), device=dev)
