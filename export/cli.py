@@ -1,14 +1,15 @@
 """`groove-export`: turn a training run into the runtime's ONNX model (thin click commands)."""
 from __future__ import annotations
 
-import sys
+from typing import NoReturn
 
 import click
 
+from groove_live.cli_errors import fail
 
-def _fail(message: str) -> None:
-    click.echo(f"groove-export: {message}", err=True)
-    sys.exit(2)
+
+def _fail(message: str) -> NoReturn:
+    fail("groove-export", message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import NoReturn
 
 import click
 
+from .cli_errors import fail
 from .limits import SEED_LIMIT
 
 MODEL_METAVAR = "NAME|PATH"
@@ -22,9 +22,7 @@ MODEL_HELP = _model_help("groovae")
 
 
 def _fail(message: str) -> NoReturn:
-    """The offline commands' one convention for what the user can fix: one line, exit 2."""
-    click.echo(f"groove-live: {message}", err=True)
-    sys.exit(2)
+    fail("groove-live", message)
 
 
 def _engine(model, default: str = "groovae"):

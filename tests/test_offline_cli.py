@@ -173,7 +173,7 @@ def test_full_disk_leaves_no_partial_midi_and_names_the_file(toy_model_path, tmp
     assert len(files) == 1 and files[0].endswith("-001-of-003.mid")
     assert mido.MidiFile(tmp_path / files[0]).length > 0  # the one before is whole
     second = files[0].replace("-001-", "-002-")
-    assert line == f"groove-live: {tmp_path / second}: cannot write (No space left on device)"
+    assert line == f"groove-live: error: {tmp_path / second}: cannot write (No space left on device)"
 
 
 def test_a_failing_png_is_reported_under_its_own_name(toy_model_path, tmp_path, monkeypatch,
@@ -186,7 +186,7 @@ def test_a_failing_png_is_reported_under_its_own_name(toy_model_path, tmp_path, 
                          "--out", tmp_path))
     [midi] = tmp_path.iterdir()  # no PNG, no temp file: only the whole MIDI file before it
     assert midi.suffix == ".mid" and mido.MidiFile(midi).length > 0
-    assert line == (f"groove-live: {midi.with_suffix('.png')}: cannot write "
+    assert line == (f"groove-live: error: {midi.with_suffix('.png')}: cannot write "
                     f"(No space left on device)")
 
 

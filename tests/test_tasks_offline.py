@@ -256,7 +256,7 @@ def test_a_file_without_notes_is_one_line_and_writes_nothing(toy_task_model_path
     out = tmp_path / "out"
     for task in ("humanize", "drumify", "infill"):
         line = fails(_invoke(task, empty, "--out", out, "--model", toy_task_model_path(task)))
-        assert line == f"groove-live: {empty}: no notes in this file"
+        assert line == f"groove-live: error: {empty}: no notes in this file"
     assert not out.exists()
     piano = _write(tmp_path / "piano.mid", [(0, 60, 90, 0), (BAR, 64, 90, 0)])
     assert "none of its 2 notes is on a drum pitch" in fails(

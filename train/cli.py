@@ -1,16 +1,17 @@
 """`groove-train`: prepare GMD windows, fit GrooVAE, evaluate a run (thin click commands)."""
 from __future__ import annotations
 
-import sys
+from typing import NoReturn
 
 import click
+
+from groove_live.cli_errors import fail
 
 from .config import PRESETS
 
 
-def _fail(message: str) -> None:
-    click.echo(f"groove-train: {message}", err=True)
-    sys.exit(2)
+def _fail(message: str) -> NoReturn:
+    fail("groove-train", message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 import click
 
+from ..cli_errors import fail
 from ..limits import (MAX_BAR_LOOKAHEAD_MS, MAX_BPM, MAX_TEMPERATURE, MIN_BPM, MIN_TEMPERATURE,
                       QUANTIZE_MODES, SEED_LIMIT)
 from .guard import AddressRefused, parse_network
@@ -15,9 +17,8 @@ def _echo(line: str) -> None:
     click.echo(line)  # click flushes, so a supervising process sees "ready" at once
 
 
-def _fail(message: str) -> None:
-    click.echo(f"groove-live: error: {message}", err=True)
-    raise SystemExit(1)
+def _fail(message: str) -> NoReturn:
+    fail("groove-live", message)
 
 
 def _engine_factory(model: str | None):

@@ -22,7 +22,7 @@ def test_port_in_use_is_one_line_and_a_failure(procs):
         # No model needed: the port is checked before anything is loaded.
         p = procs(serve_argv("--port", str(port), model=False))
         rc = p.wait_exit(timeout_s=15)
-    assert rc != 0
+    assert rc == 2
     err = [l for l in p.text("err").splitlines() if l.strip()]
     assert len(err) == 1 and "already in use" in err[0] and str(port) in err[0], p.text()
 
@@ -33,20 +33,20 @@ def test_midi_virtual_without_a_backend_is_one_clear_line(procs):
     p = procs(serve_argv("--port", str(free_udp_port()), "--midi-virtual", "gl-test", model=False),
               env=env)
     rc = p.wait_exit(timeout_s=15)
-    assert rc == 1
+    assert rc == 2  # a user error, as for every command (groove_live/cli_errors.py)
     err = [l for l in p.text("err").splitlines() if l.strip()]
     assert len(err) == 1 and "cannot open virtual MIDI port 'gl-test'" in err[0], p.text()
 
 
 def test_bad_send_address_is_one_line(procs):
     p = procs(serve_argv("--port", str(free_udp_port()), "--send", "127.0.0.1:notaport", model=False))
-    assert p.wait_exit(timeout_s=15) == 1
+    assert p.wait_exit(timeout_s=15) == 2
     err = [l for l in p.text("err").splitlines() if l.strip()]
     assert len(err) == 1 and "bad address" in err[0], p.text()
 
 
 def one_error_line(p) -> str:
-    assert p.wait_exit(timeout_s=15) == 1, p.text()
+    assert p.wait_exit(timeout_s=15) == 2, p.text()
     err = [l for l in p.text("err").splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith("groove-live: error: "), p.text()
     return err[0]
