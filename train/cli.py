@@ -77,8 +77,12 @@ def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, lea
         dropout, eval_every, checkpoint_every, log_every, keep_last, seed, resume, device, threads,
         no_progress):
     """Train a GrooVAE; SIGINT/SIGTERM checkpoint before leaving, --resume continues exactly."""
+    from groove_live.spec import SpecError
+
+    from .config import PresetError
     from .data import DataError
     from .fit import fit as run_fit
+    from .model import ModelKindError
     from .run import RunError
 
     model_over = {k: v for k, v in {"continuous_head": head, "dropout": dropout}.items()
@@ -94,7 +98,9 @@ def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, lea
     try:
         run_fit(run_dir, data_dir, preset, model_over, train_over, resume=resume, device=device,
                 threads=threads, progress=not no_progress)
-    except (DataError, RunError, FileExistsError, FileNotFoundError, ValueError) as e:
+    # What a user can fix, named one by one: a bare ValueError here would hide bugs.
+    except (DataError, RunError, PresetError, ModelKindError, SpecError, FileExistsError,
+            FileNotFoundError) as e:
         _fail(str(e))
 
 

@@ -138,11 +138,15 @@ def _task_presets() -> dict[str, Preset]:
 PRESETS.update(_task_presets())
 
 
+class PresetError(ValueError):
+    """An unknown preset name: one line listing the known ones."""
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+        raise PresetError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
 def spec_for(model: ModelConfig, data: ModelSpec = DEFAULT_SPEC, **fields) -> ModelSpec:

@@ -106,7 +106,7 @@ def check_dataset(data_dir: Path | None, spec: ModelSpec, expecting: str) -> str
     """Refuse a data cache whose shape is not the model's, in one line naming the field; return
     the cache's description (the spec's training_data)."""
     if data_dir is None:
-        raise ValueError("no prepared dataset given (--data DATASET_DIR)")
+        raise DataError("no prepared dataset given (--data DATASET_DIR)")
     data_spec, description = load_dataset_info(data_dir)
     # A task model reads a GrooVAE's windows and makes its controls from them.
     mismatch = spec.window_spec().data_shape_mismatch(data_spec)
@@ -156,7 +156,7 @@ def load_data(data_dir: Path, spec: ModelSpec, dev: torch.device
     train_p, _ = load_split(data_dir, "train")
     val_p, _ = load_split(data_dir, "validation")
     if len(train_p) == 0:
-        raise ValueError(f"{data_dir}: the train split is empty")
+        raise DataError(f"{data_dir}: the train split is empty")
     inputs = MODELS[spec.kind].training_inputs
     x_train = torch.from_numpy(inputs(train_p, spec)).to(dev)  # (N, T, D)
     x_val = torch.from_numpy(inputs(val_p, spec)).to(dev)  # (M, T, D)

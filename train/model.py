@@ -244,11 +244,15 @@ from .conditioned import ConditionedVAE  # noqa: E402
 MODELS = {"groovae": GrooVAE, "conditioned": ConditionedVAE}
 
 
+class ModelKindError(ValueError):
+    """A spec (e.g. of a run folder) naming a kind groove-train cannot build."""
+
+
 def build_model(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
     """The model of the spec's kind; ValueError names the kinds groove-train can build."""
     try:
         model_class = MODELS[spec.kind]
     except KeyError:
-        raise ValueError(f"a {spec.kind!r} model, which groove-train cannot build (it builds: "
+        raise ModelKindError(f"a {spec.kind!r} model, which groove-train cannot build (it builds: "
                          f"{', '.join(MODELS)})") from None
     return model_class(cfg, spec)
