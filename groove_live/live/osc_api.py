@@ -39,7 +39,7 @@ class ApiError(ValueError):
 
 
 class Controls(Protocol):
-    """What the API drives: the server (or a fake in tests)."""
+    """What the API drives: controls.LiveControls (or a fake in tests)."""
 
     spec: ModelSpec
 

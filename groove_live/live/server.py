@@ -19,9 +19,10 @@ from ipaddress import IPv4Network
 from typing import Any, Callable
 
 from .clock import Clock, FakeClock, MonotonicClock
+from .controls import LiveControls
 from .guard import AddressRefused, Guard, Limits, parse_host
 from .osc_api import OscApi
-from .planner import QUANTIZE_MODES, Restart, SetQuantize, SetTemperature, StartWalk
+from .planner import Restart
 from .realtime import RealtimePolicy
 from .scheduler import DECODE_WORK_S, Scheduler
 from .sinks import Address, OscSink, Sink
@@ -29,7 +30,7 @@ from .stats import TimingStats
 from .tap import MAX_TAP_BARS
 from .tasks_live import LiveTasks
 from .timeline import Timeline
-from .worker import EngineLike, InterpolateRequest, SampleRequest, Worker
+from .worker import EngineLike, Worker
 
 MAX_DATAGRAM = 65536
 RECV_POLL_S = 0.2  # how often the OSC thread looks at the stop flag
@@ -156,7 +157,9 @@ class Server:
         self.tasks = LiveTasks(self.spec, task_engines or {}, self.worker, self.scheduler,
                                self.clock.now, config.seed, config.tap_latency_s,
                                config.tap_bars, send=self._send_later)
-        self.api = OscApi(self)
+        self.controls = LiveControls(self.spec, self.worker, self.scheduler, self.osc_sink,
+                                     self.guard, self.clock, self.info, self.tasks)
+        self.api = OscApi(self.controls)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._switch_interval_s: float | None = None
@@ -321,61 +324,6 @@ class Server:
                 except OSError:
                     pass
         return n
-
-    # --- controls: called on the OSC thread; each only hands work over --------------------
-    def sample(self, temperature: float | None, seed: int | None) -> None:
-        self.worker.submit(SampleRequest(temperature, seed))
-
-    def walk(self, step: float, every_bars: int) -> None:
-        self.worker.submit(StartWalk(step, every_bars))
-
-    def interpolate(self, bars: int, temperature: float | None) -> None:
-        self.worker.submit(InterpolateRequest(bars, temperature))
-
-    def set_temperature(self, temperature: float) -> None:
-        self.worker.submit(SetTemperature(temperature))
-
-    def set_quantize(self, mode: str) -> None:
-        assert mode in QUANTIZE_MODES
-        self.worker.submit(SetQuantize(mode))
-
-    def set_tempo(self, bpm: float) -> None:
-        self.scheduler.set_tempo(bpm)
-
-    def start_playing(self) -> None:
-        self.scheduler.start()
-
-    def stop_playing(self) -> None:
-        self.scheduler.stop()
-
-    def sync(self) -> None:
-        self.scheduler.sync()
-
-    def set_velocity_amount(self, amount: float) -> None:
-        self.scheduler.set_mix(velocity_amount=amount)
-
-    def set_timing_amount(self, amount: float) -> None:
-        self.scheduler.set_mix(timing_amount=amount)
-
-    def set_muted(self, drums: list[int], muted: bool) -> None:
-        self.scheduler.set_muted(drums, muted)
-
-    def set_bar_lookahead(self, lookahead_s: float) -> None:
-        self.scheduler.set_bar_lookahead(lookahead_s)
-
-    def add_target(self, host: str, port: int, requested_by: Address | None = None) -> bool:
-        """Raises AddressRefused where the policy forbids it (see guard.Guard.check_target);
-        a target set from beyond loopback expires unless renewed."""
-        if self.osc_sink is None:
-            return False
-        self.guard.check_target(host, port)
-        now_s = self.clock.now()
-        self.osc_sink.prune(now_s)
-        expires_t_s = self.guard.target_expiry_s(requested_by, now_s)
-        return self.osc_sink.add_target((host, port), expires_t_s)
-
-    def remove_target(self, host: str, port: int) -> bool:
-        return self.osc_sink is not None and self.osc_sink.remove_target((host, port))
 
     def info(self) -> list[tuple[str, Any]]:
         spec, sched = self.spec, self.scheduler

@@ -107,7 +107,7 @@ def played(server):
 def test_server_walk_plays_the_decoded_latents(fake_engine):
     server, clock, rec = offline_server(fake_engine, bpm=240.0)
     server.run_until(clock.now() + 1.5)
-    server.walk(0.25, 1)
+    server.controls.walk(0.25, 1)
     server.run_until(clock.now() + 8.0)
     bars = played(server)
     walk_bars = sorted(b for b, (_, c) in bars.items() if c.source == "walk")
@@ -132,7 +132,7 @@ def test_server_sample_with_seed_is_the_seeded_latent(fake_engine):
     server, clock, rec = offline_server(fake_engine, bpm=240.0)
     server.run_until(clock.now() + 1.3)
     first_free = server.timeline.first_free_bar()
-    server.sample(0.8, 1234)
+    server.controls.sample(0.8, 1234)
     server.run_until(clock.now() + 6.0)
     bar, (t, content) = [(b, x) for b, x in sorted(played(server).items()) if b >= first_free][0]
     z = random_latents(1, fake_engine.spec.z_size, np.random.default_rng(1234))[0]
@@ -144,7 +144,7 @@ def test_server_sample_with_seed_is_the_seeded_latent(fake_engine):
 def test_server_interpolate_morphs_over_n_bars(fake_engine):
     server, clock, rec = offline_server(fake_engine, bpm=240.0)
     server.run_until(clock.now() + 1.3)
-    server.interpolate(3, None)
+    server.controls.interpolate(3, None)
     server.run_until(clock.now() + 8.0)
     bars = played(server)
     morph = sorted(b for b, (_, c) in bars.items() if c.source == "interpolate")

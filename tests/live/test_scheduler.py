@@ -81,7 +81,7 @@ def test_tempo_change_lands_on_the_next_bar_boundary():
     server.run_until(clock.now() + 1.0)
     d0 = downbeats(rec)[0]
     server.run_until(d0 + 2 * 2.0 + 1.0)  # the middle of bar 2
-    server.set_tempo(150.0)
+    server.controls.set_tempo(150.0)
     server.run_until(d0 + 20.0)
     beats = downbeats(rec)
     assert beats[2] == d0 + 4.0 and beats[3] == d0 + 6.0  # bar 3 starts where 120 BPM put it
@@ -99,7 +99,7 @@ def test_tempo_change_after_a_bar_is_committed_waits_for_the_bar_after():
     server.run_until(clock.now() + 1.0)
     d0 = downbeats(rec)[0]
     server.run_until(d0 + 6.0 - 0.1)  # bar 3 was committed (0.5 s + a margin) before it
-    server.set_tempo(60.0)
+    server.controls.set_tempo(60.0)
     server.run_until(d0 + 30.0)
     bpms = {e.bar: e.bpm for e in rec.bars()}
     assert bpms[3] == 120.0 and bpms[4] == 60.0
@@ -112,13 +112,13 @@ def test_stop_silences_at_once_and_start_restarts_the_phrase():
     d0 = downbeats(rec)[0]
     t_stop = d0 + 2.0 + 0.3  # inside bar 1
     server.run_until(t_stop)
-    server.stop_playing()
+    server.controls.stop_playing()
     server.run_until(t_stop + 5.0)
     after = [e for e, t in rec.records if t >= t_stop]
     # Nothing after the stop but the "stop" itself (on which MIDI sinks end sounding notes).
     assert [(type(e), getattr(e, "kind", None)) for e in after] == [(ClockEvent, "stop")]
     t_start = clock.now()
-    server.start_playing()
+    server.controls.start_playing()
     server.run_until(t_start + 5.0)
     first = [e for e in rec.bars() if e.downbeat_t_s > t_start][0]
     assert first.downbeat_t_s == pytest.approx(t_start + 0.5 + COMMIT_MARGIN_S + START_DELAY_S)
@@ -132,7 +132,7 @@ def test_sync_late_in_a_bar_starts_the_next_bar_now():
     d0 = downbeats(rec)[0]
     t_sync = d0 + 2 * 2.0 + 1.37  # late in bar 2
     server.run_until(t_sync)
-    server.sync()
+    server.controls.sync()
     server.run_until(t_sync + 8.0)
     beats = downbeats(rec)
     assert beats[3] == t_sync and beats[4] == t_sync + 2.0 and beats[5] == t_sync + 4.0
@@ -153,7 +153,7 @@ def test_sync_early_in_a_bar_realigns_that_bar():
     d0 = downbeats(rec)[0]
     t_sync = d0 + 2.0 + 0.3  # early in bar 1: bar 1 "really" started now
     server.run_until(t_sync)
-    server.sync()
+    server.controls.sync()
     server.run_until(t_sync + 6.0)
     beats = downbeats(rec)
     assert beats[2] == t_sync + 2.0 and beats[3] == t_sync + 4.0
@@ -169,9 +169,9 @@ def test_mute_velocity_and_timing_amounts_apply_from_the_next_bar():
     server.run_until(clock.now() + 1.0)
     d0 = downbeats(rec)[0]
     server.run_until(d0 + 0.2)
-    server.set_muted([0], True)  # kick
-    server.set_velocity_amount(0.0)
-    server.set_timing_amount(0.0)
+    server.controls.set_muted([0], True)  # kick
+    server.controls.set_velocity_amount(0.0)
+    server.controls.set_timing_amount(0.0)
     server.run_until(d0 + 10.0)
     bar0 = [h for h in rec.hits() if h.bar == 0]
     assert any(h.voice == "kick" for h in bar0)  # already committed
@@ -180,7 +180,7 @@ def test_mute_velocity_and_timing_amounts_apply_from_the_next_bar():
     assert all(h.velocity == FLAT_VELOCITY for h in later)
     beats = downbeats(rec)
     assert all(h.t_s == beats[h.bar] + h.step * 0.125 for h in later)  # straight on the grid
-    server.set_muted([0], False)
+    server.controls.set_muted([0], False)
     server.run_until(clock.now() + 4.0)
     assert [h for h in rec.hits() if h.voice == "kick" and h.bar >= 6]
 
