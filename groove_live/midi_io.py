@@ -338,14 +338,10 @@ def windows(perf: Performance, spec: ModelSpec, hop_bars: int = 1,
     return Patterns(np.stack(out[0]), np.stack(out[1]), np.stack(out[2]))
 
 
-def read_pattern(path: str | Path, spec: ModelSpec, bar: int | None = None,
-                 limits: ReadLimits = DEFAULT_LIMITS) -> tuple[Patterns, float]:
-    """The `spec.bars`-bar window of a MIDI file starting at `bar` (padded), and its bpm.
-
-    bar None starts at the first bar with a drum note: a count-in or a silent intro would
-    otherwise come back as an empty pattern. An explicit bar is taken as asked, but a window
-    with no note at all is refused rather than returned silently.
-    """
+def read_playable(path: str | Path, spec: ModelSpec,
+                  limits: ReadLimits = DEFAULT_LIMITS) -> Performance:
+    """The whole file on the spec's grid, refused in one line (MidiReadError) when it holds no
+    note the spec's voices play or is in a meter whose bars are not the model's."""
     perf = read_performance(path, spec, limits)
     if perf.n_notes == 0:
         if perf.n_unmapped:
@@ -358,6 +354,18 @@ def read_pattern(path: str | Path, spec: ModelSpec, bar: int | None = None,
         # Its bars would be squeezed onto the model's: a 3/4 groove comes back as a wrong 4/4 one.
         raise MidiReadError(f"{path}: in {numerator}/{denominator}, but this model plays bars of "
                             f"{spec.beats_per_bar:g} beats (4/4); give a file in 4/4", "meter")
+    return perf
+
+
+def read_pattern(path: str | Path, spec: ModelSpec, bar: int | None = None,
+                 limits: ReadLimits = DEFAULT_LIMITS) -> tuple[Patterns, float]:
+    """The `spec.bars`-bar window of a MIDI file starting at `bar` (padded), and its bpm.
+
+    bar None starts at the first bar with a drum note: a count-in or a silent intro would
+    otherwise come back as an empty pattern. An explicit bar is taken as asked, but a window
+    with no note at all is refused rather than returned silently.
+    """
+    perf = read_playable(path, spec, limits)
     n_bars = math.ceil(perf.steps / spec.steps_per_bar)
     first_bar = int(np.flatnonzero(perf.hits.any(axis=1))[0]) // spec.steps_per_bar
     if bar is None:

@@ -28,8 +28,8 @@ import numpy as np
 
 from .atomic_io import atomic_path
 from .engine import Engine
-from .midi_io import DEFAULT_LIMITS, MidiReadError, Performance, ReadLimits, read_performance, \
-    write_pattern
+from .midi_io import (DEFAULT_LIMITS, MidiReadError, Performance, ReadLimits, read_playable,
+                      write_pattern)
 from .offline import OfflineError, cannot_write, check_png, output_path
 from .pattern import Patterns
 from .spec import TASKS, DrumClass, ModelSpec
@@ -65,18 +65,7 @@ def read_task_input(path: str | Path, spec: ModelSpec, task: str,
     """The whole file on the model's grid from its first tick: drum notes (humanize, infill)
     or taps of any pitch (drumify). MidiReadError (one line) for a file with nothing to
     transform or in a meter the model cannot play."""
-    perf = read_performance(path, tap_spec(spec) if task == "drumify" else spec, limits)
-    if perf.n_notes == 0:
-        if perf.n_unmapped:
-            raise MidiReadError(f"{path}: none of its {perf.n_unmapped} notes is on a drum pitch "
-                                "this model knows (GM drums, e.g. 36 kick, 38 snare, 42 hi-hat)",
-                                "no drum notes")
-        raise MidiReadError(f"{path}: no notes in this file", "no drum notes")
-    numerator, denominator = perf.time_signature
-    if numerator * 4.0 / denominator != spec.beats_per_bar:
-        raise MidiReadError(f"{path}: in {numerator}/{denominator}, but this model plays bars of "
-                            f"{spec.beats_per_bar:g} beats (4/4); give a file in 4/4", "meter")
-    return perf
+    return read_playable(path, tap_spec(spec) if task == "drumify" else spec, limits)
 
 
 def file_bars(perf: Performance, spec: ModelSpec, path: str | Path = "input",

@@ -180,3 +180,13 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = (f"client test skipped where .ci/install_clients.sh ran "
                            f"(GROOVE_LIVE_REQUIRE_CLIENTS=1): {reason}")
     return report
+
+
+@pytest.fixture
+def fails(one_line_failure):
+    """fails(result) -> the one line a groove-live command failed with (exit 2)."""
+    def check(result) -> str:
+        line = one_line_failure(result, "groove-live")
+        assert result.exit_code == 2, result.exit_code
+        return line
+    return check

@@ -22,14 +22,6 @@ def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.fixture
-def fails(one_line_failure):
-    """fails(result) -> the one line a groove-live command failed with (offline: exit 2)."""
-    def check(result) -> str:
-        line = one_line_failure(result, "groove-live")
-        assert result.exit_code == 2, result.exit_code
-        return line
-    return check
 
 
 def test_sample_writes_playable_drum_midi(toy_model_path, tmp_path):

@@ -23,13 +23,6 @@ def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.fixture
-def fails(one_line_failure):
-    def check(result) -> str:
-        line = one_line_failure(result, "groove-live")
-        assert result.exit_code == 2, result.exit_code
-        return line
-    return check
 
 
 def _write(path: Path, notes, bpm: float = 120.0, meter=(4, 4), end_tick: int | None = None,
