@@ -47,5 +47,32 @@ def onnx(run_dir, out_path, which, variant):
     click.echo(str(result.decoder_path))  # stdout: the path alone, for scripts
 
 
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="An exported sampling GrooVAE decoder (NAME.onnx, its encoder beside it).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+              help="A `groove-train prepare` cache with windows of the model's bars "
+                   "(its train split is encoded).")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="Decoder file to write (its encoder is copied beside it as "
+                   "NAME.encoder.onnx). Default: --model itself, replaced atomically.")
+@click.option("--min-windows", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Training windows a style needs to get a vector.")
+def attributes(model_path, data_dir, out_path, min_windows):
+    """Add latent attribute vectors (styles, density, syncopation, fill) to a model, for
+    `groove-live sample --style/--density/...` and /groove/style etc. Torch-free."""
+    from .attributes import AttributesExportError, add_attributes
+
+    def log(message: str) -> None:
+        click.echo(f"groove-export: {message}", err=True)
+
+    try:
+        path, _ = add_attributes(model_path, data_dir, out_path, min_windows=min_windows,
+                                 log=log)
+    except AttributesExportError as e:
+        _fail(str(e))
+    click.echo(str(path))
+
+
 if __name__ == "__main__":
     main()

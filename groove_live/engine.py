@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .attributes import Attributes, AttributesError, read_attributes
 from .latent import random_latents, slerp_path
+from .limits import DEFAULT_TEMPERATURE
 from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
 from .spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY, ModelSpec,
@@ -173,6 +175,7 @@ class Engine:
         self.encoder_path = encoder_path
         self.metadata = metadata
         self.providers: list[str] = decoder.get_providers()
+        self._attributes: Attributes | None = None
 
     # --- loading ----------------------------------------------------------------------------
     @classmethod
@@ -211,6 +214,10 @@ class Engine:
             _check_io(encoder, candidate, shapes["encoder_inputs"], shapes["encoder_outputs"])
             encoder_path = candidate
         engine = cls(decoder, encoder, spec, path, encoder_path, dict(meta))
+        try:  # untrusted like the spec: checked whole at load, refused with one line
+            engine._attributes = read_attributes(meta, spec.z_size)
+        except AttributesError as e:
+            raise EngineError(f"{path}: {e}") from None
         engine._warm_up()
         return engine
 
@@ -222,6 +229,12 @@ class Engine:
             self.sample(1, seed=0)
         if self._encoder is not None:
             self.encode(Patterns.empty(1, self.spec))
+
+    @property
+    def attributes(self) -> Attributes | None:
+        """The latent attribute vectors stored in the decoder (styles, density, syncopation,
+        fill; see groove_live/attributes.py), None when it has none."""
+        return self._attributes
 
     @property
     def has_encoder(self) -> bool:
@@ -255,8 +268,13 @@ class Engine:
                 for k, v in info.items()}
 
     # --- decoding ---------------------------------------------------------------------------
-    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Patterns:
-        """n patterns from the prior; the same seed gives the same patterns."""
+    def sample(self, n: int, temperature: float = DEFAULT_TEMPERATURE,
+               seed: int | None = None) -> Patterns:
+        """n patterns from the prior; the same seed gives the same patterns.
+
+        z comes from the prior N(0, I), unscaled: for a sampling GrooVAE z is what makes a new
+        groove, so the temperature acts on the decoding only (hits, velocity and timing
+        noise) and temperature 0 is the most likely pattern of each z."""
         self._refuse_task_model("sampling")
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -264,7 +282,8 @@ class Engine:
         z = random_latents(n, self.spec.z_size, rng)
         return self._decode(z, temperature, rng)
 
-    def decode(self, z: np.ndarray, temperature: float = 1.0, seed: int | None = None) -> Patterns:
+    def decode(self, z: np.ndarray, temperature: float = DEFAULT_TEMPERATURE,
+               seed: int | None = None) -> Patterns:
         """Patterns from latents z (B, z_size) or (z_size,); seed fixes the sampling noise."""
         self._refuse_task_model("decoding")
         return self._decode(self._latents(z), temperature, np.random.default_rng(seed))
@@ -281,7 +300,9 @@ class Engine:
                      cont_noise: np.ndarray, control: np.ndarray | None = None) -> Patterns:
         """Decode with explicit noise (what export verification compares with torch).
 
-        temperature: a float or one per pattern (B,); 0 means greedy hits. control: a task
+        temperature: a float or one per pattern (B,); 0 means greedy hits. The noise is fed
+        as given, exactly as the torch model takes it (a task model's graph scales it by the
+        temperature itself; for a sampling GrooVAE see tempered_noise). control: a task
         model's input pattern in the flat layout (B, T, 3C), as `transform` makes it; None for
         a sampling GrooVAE.
         """
@@ -293,7 +314,8 @@ class Engine:
 
     def _decode_groovae(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
                         cont_noise: np.ndarray, control: np.ndarray | None) -> Patterns:
-        """Kind "groovae": z, temperature and noise in; hits, velocities, offsets out."""
+        """Kind "groovae": z, temperature and noise in; hits, velocities, offsets out. The
+        noise goes in as given (see tempered_noise for how sampling scales it)."""
         if control is not None:
             raise EngineError(f"{self.path}: a sampling GrooVAE takes no control pattern")
         feed = dict(zip(self.spec.decoder_inputs, (
@@ -325,7 +347,8 @@ class Engine:
                               f"{want[0]} finished patterns (wrong shape or non-finite values)")
         return Patterns(*outputs)
 
-    def transform(self, patterns: Patterns, temperature: float = 1.0, seed: int | None = None,
+    def transform(self, patterns: Patterns, temperature: float = DEFAULT_TEMPERATURE,
+                  seed: int | None = None,
                   z: np.ndarray | None = None) -> Patterns:
         """A task model's finished patterns (N, steps, voices) from a user's patterns.
 
@@ -374,9 +397,26 @@ class Engine:
         scale = float(temperature) if np.isfinite(temperature) and temperature >= 0 else 1.0
         return random_latents(n, self.spec.z_size, rng) * np.float32(scale)
 
+    def tempered_noise(self, cont_noise: np.ndarray, temperature) -> np.ndarray:
+        """The velocity/timing noise a sampling call feeds: scaled by the temperature.
+
+        The sampling GrooVAE's graph divides the hit logits by the temperature but adds its
+        Gaussian head's noise as fed (as Magenta's model does), so sample/decode/interpolate
+        scale that noise here: every sampled part then follows the temperature, and 0 is the
+        most likely pattern of a z, the same whatever the seed. A task model's graph does this
+        itself, and a mean-head model ignores the noise either way."""
+        if self.spec.kind != "groovae":
+            return cont_noise
+        t = np.asarray(temperature, np.float32)
+        if not np.all(np.isfinite(t)) or np.any(t < 0):
+            return cont_noise  # decode_noise refuses this temperature with its own message
+        t = np.broadcast_to(t, (cont_noise.shape[0],))
+        return (cont_noise * t[:, None, None]).astype(np.float32)
+
     def _decode(self, z: np.ndarray, temperature, rng: np.random.Generator) -> Patterns:
         hit_noise, cont_noise = self.noise(z.shape[0], rng)
-        return self.decode_noise(z, temperature, hit_noise, cont_noise)
+        return self.decode_noise(z, temperature, hit_noise,
+                                 self.tempered_noise(cont_noise, temperature))
 
     def _latents(self, z) -> np.ndarray:
         z = np.asarray(z, np.float32)
@@ -400,7 +440,8 @@ class Engine:
                                       {self.spec.encoder_inputs[0]: flat})
         return mu, sigma
 
-    def interpolate(self, a: Patterns, b: Patterns, steps: int, temperature: float = 0.5,
+    def interpolate(self, a: Patterns, b: Patterns, steps: int,
+                    temperature: float = DEFAULT_TEMPERATURE,
                     seed: int | None = None) -> Patterns:
         """`steps` patterns from a's to b's latent (slerp of the posterior means).
 
@@ -414,7 +455,8 @@ class Engine:
         z = slerp_path(mu[0], mu[1], steps)  # (steps, z)
         hit_noise, cont_noise = self.noise(1, np.random.default_rng(seed))
         return self.decode_noise(z, temperature, np.repeat(hit_noise, steps, 0),
-                                 np.repeat(cont_noise, steps, 0))
+                                 self.tempered_noise(np.repeat(cont_noise, steps, 0),
+                                                     temperature))
 
     def describe(self) -> str:
         """The spec and where the model came from, for `groove-live info`."""
@@ -433,7 +475,7 @@ class Engine:
             f"pattern     {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
             f"{s.n_drums} drums, z size {s.z_size}",
             f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset "
-            + ("drawn from a learned Gaussian" if s.continuous_head == "gaussian"
+            + ("drawn from a learned Gaussian, noise x T" if s.continuous_head == "gaussian"
                else "the mean (Magenta)"),
             f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}",
             f"decoder     {', '.join((*s.decoder_inputs, *(c.name for c in s.controls)))} -> "

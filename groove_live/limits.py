@@ -16,6 +16,11 @@ MAX_BPM = 400.0
 # Sampling temperature: 0 plays the most likely pattern; above 5 a model plays noise.
 MIN_TEMPERATURE = 0.0
 MAX_TEMPERATURE = 5.0
+# One default for every command, offline and live. Temperature scales every sampled part (hit
+# logits, velocity and timing noise; for a task model its feel latent too), so 1 samples the
+# distribution the model learned from drummers: at 1 the bundled model's hits per bar and
+# velocity/timing spread are closest to the Groove MIDI Dataset's (docs/osc.md, "Temperature").
+DEFAULT_TEMPERATURE = 1.0
 
 # Where a change of groove lands in the live server: the next bar or the next phrase start.
 QUANTIZE_MODES = ("bar", "phrase")

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from .atomic_io import atomic_path
+from .attributes import HOW_TO_ADD, AttributesError
 from .engine import Engine
+from .latent import random_latents
+from .limits import DEFAULT_TEMPERATURE, SEED_LIMIT
 from .midi_io import DEFAULT_BPM, read_pattern, write_pattern
 from .pattern import Patterns
 
@@ -81,17 +87,68 @@ def cannot_write(path: Path, e: OSError) -> str:
     return f"{path}: cannot write ({e.strerror or type(e).__name__})"
 
 
-def sample_files(engine: Engine, n: int, out_dir: str | Path, temperature: float = 0.5,
-                 bpm: float = DEFAULT_BPM, seed: int | None = None, png: bool = False,
-                 now: datetime | None = None) -> list[Path]:
-    """`groove-live sample`: n prior samples as MIDI files."""
-    patterns = engine.sample(n, temperature=temperature, seed=seed)
-    return write_patterns(patterns, engine, out_dir, "sample", bpm, png,
-                          title=f"T={temperature:g}", now=now)
+@dataclass(frozen=True)
+class Steer:
+    """Attribute steering of `groove-live sample` (scales in groove_live/attributes.py)."""
+
+    style: str | None = None
+    style_amount: float = 1.0
+    density: float = 0.0
+    syncopation: float = 0.0
+    fill: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.style) or bool(self.density) or bool(self.syncopation) or self.fill
+
+    def title(self) -> str:
+        parts = ([f"{self.style} x{self.style_amount:g}"] if self.style else []) \
+            + [f"{k} {v:+g}" for k, v in (("density", self.density),
+                                          ("syncopation", self.syncopation)) if v] \
+            + (["fill"] if self.fill else [])
+        return " ".join(parts)
+
+
+def steering_offset(engine: Engine, steer: Steer) -> np.ndarray:
+    """The latent offset of a steering request, or OfflineError saying what is missing."""
+    attributes = engine.attributes
+    if attributes is None:
+        raise OfflineError(f"{engine.path}: this model has no attribute vectors; {HOW_TO_ADD}")
+    try:
+        return attributes.offset(steer.style, steer.style_amount, steer.density,
+                                 steer.syncopation, steer.fill)
+    except AttributesError as e:
+        raise OfflineError(str(e)) from None
+
+
+def steered_sample(engine: Engine, n: int, steer: Steer, temperature: float,
+                   seed: int | None) -> Patterns:
+    """n prior samples with every z moved by the steering offset. The seed fixes z and the
+    noise (drawn after z from the same generator), so the same seed gives the same patterns
+    and the same grooves under different steering."""
+    offset = steering_offset(engine, steer)
+    rng = np.random.default_rng(seed)
+    z = random_latents(n, engine.spec.z_size, rng) + offset
+    return engine.decode(z, temperature=temperature, seed=int(rng.integers(SEED_LIMIT)))
+
+
+def sample_files(engine: Engine, n: int, out_dir: str | Path,
+                 temperature: float = DEFAULT_TEMPERATURE, bpm: float = DEFAULT_BPM,
+                 seed: int | None = None, png: bool = False, now: datetime | None = None,
+                 steer: Steer | None = None) -> list[Path]:
+    """`groove-live sample`: n prior samples as MIDI files (steered when `steer` is active)."""
+    if steer is not None and steer.active:
+        patterns = steered_sample(engine, n, steer, temperature, seed)
+        title = f"T={temperature:g} {steer.title()}"
+    else:
+        patterns = engine.sample(n, temperature=temperature, seed=seed)
+        title = f"T={temperature:g}"
+    return write_patterns(patterns, engine, out_dir, "sample", bpm, png, title=title, now=now)
 
 
 def interpolate_files(engine: Engine, start: str | Path, end: str | Path, steps: int,
-                      out_dir: str | Path, temperature: float = 0.5, bpm: float | None = None,
+                      out_dir: str | Path, temperature: float = DEFAULT_TEMPERATURE,
+                      bpm: float | None = None,
                       seed: int | None = None, png: bool = False, bar: int | None = None,
                       now: datetime | None = None) -> list[Path]:
     """`groove-live interpolate`: a window of each of two MIDI files and `steps` patterns

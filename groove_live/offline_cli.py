@@ -8,7 +8,8 @@ from typing import NoReturn
 import click
 
 from .cli_errors import fail
-from .limits import SEED_LIMIT
+from .attributes import MAX_STYLE_AMOUNT
+from .limits import DEFAULT_TEMPERATURE, SEED_LIMIT
 
 MODEL_METAVAR = "NAME|PATH"
 
@@ -53,7 +54,8 @@ def _run(fn, *args, **kwargs):
 @click.command()
 @click.option("-n", "--num", "n", default=8, show_default=True, type=click.IntRange(min=1),
               help="How many patterns.")
-@click.option("--temperature", default=0.5, show_default=True, type=click.FloatRange(min=0.0),
+@click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True,
+              type=click.FloatRange(min=0.0),
               help="Hit sampling temperature (0 = most likely hits, higher = wilder).")
 @click.option("--bpm", default=120.0, show_default=True, type=click.FloatRange(1.0, 1000.0))
 @click.option("--out", "out_dir", default=".", show_default=True,
@@ -61,13 +63,29 @@ def _run(fn, *args, **kwargs):
 @click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), help="Same seed, same patterns.")
 @click.option("--model", metavar=MODEL_METAVAR, help=MODEL_HELP)
 @click.option("--png", is_flag=True, help="Also write a piano-roll PNG per file (matplotlib).")
-def sample(n, temperature, bpm, out_dir, seed, model, png):
+@click.option("--style", metavar="NAME",
+              help="Steer toward a Groove MIDI Dataset style (funk, jazz, ...; `groove-live "
+                   "info` lists the model's). Needs attribute vectors, see docs/attributes.md.")
+@click.option("--style-amount", default=1.0, show_default=True,
+              type=click.FloatRange(0.0, MAX_STYLE_AMOUNT),
+              help="How far toward --style (1: the whole style-vs-rest difference).")
+@click.option("--density", default=0.0, show_default=True, type=click.FloatRange(-1.0, 1.0),
+              help="Sparser (-1: the sparsest quarter of the data's grooves) to busier (+1: "
+                   "the busiest quarter).")
+@click.option("--syncopation", default=0.0, show_default=True,
+              type=click.FloatRange(-1.0, 1.0),
+              help="Kick and snare on the beat (-1) to off the beat (+1), by quartiles as "
+                   "--density.")
+@click.option("--fill", is_flag=True, help="Steer toward the dataset's fills.")
+def sample(n, temperature, bpm, out_dir, seed, model, png, style, style_amount, density,
+           syncopation, fill):
     """Sample grooves from the prior and write them as MIDI files."""
-    from .offline import sample_files
+    from .offline import Steer, sample_files
 
     engine = _engine(model)
+    steer = Steer(style, style_amount, density, syncopation, fill)
     for path in _run(sample_files, engine, n, out_dir, temperature=temperature, bpm=bpm,
-                     seed=seed, png=png):
+                     seed=seed, png=png, steer=steer):
         click.echo(str(path))
 
 
@@ -76,7 +94,8 @@ def sample(n, temperature, bpm, out_dir, seed, model, png):
 @click.argument("end", type=click.Path(dir_okay=False))
 @click.option("--steps", default=8, show_default=True, type=click.IntRange(min=2),
               help="Patterns from START to END inclusive.")
-@click.option("--temperature", default=0.5, show_default=True, type=click.FloatRange(min=0.0))
+@click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True,
+              type=click.FloatRange(min=0.0))
 @click.option("--bpm", type=click.FloatRange(1.0, 1000.0), help="Default: START's tempo.")
 @click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1),
@@ -109,8 +128,10 @@ def info(model, as_json):
     engine = _engine(model)
     bundled = bundled_info()
     if as_json:
+        attributes = engine.attributes
         click.echo(json.dumps({"path": str(engine.path), "spec": engine.spec.to_dict(),
-                               "bundled": [b.to_dict() for b in bundled]},
+                               "bundled": [b.to_dict() for b in bundled],
+                               "attributes": attributes.names() if attributes else None},
                               indent=1, sort_keys=True))
         return
     click.echo("bundled models (use with --model NAME):")
@@ -120,6 +141,19 @@ def info(model, as_json):
         click.echo("  none")
     click.echo("")
     click.echo(engine.describe())
+    click.echo(_describe_attributes(engine))
+
+
+def _describe_attributes(engine) -> str:
+    """The attribute vectors line of `groove-live info`."""
+    from .attributes import HOW_TO_ADD
+
+    a = engine.attributes
+    if a is None:
+        return ("steering    none" if engine.task else f"steering    none ({HOW_TO_ADD})")
+    offered = sorted(a.scaled) + (["fill"] if a.fill is not None else [])
+    return (f"steering    {', '.join(offered) or 'no scales'}; styles "
+            f"{', '.join(a.style_names) or 'none'}")
 
 
 def _task_command(task: str, what: str, input_help: str):
@@ -129,7 +163,7 @@ def _task_command(task: str, what: str, input_help: str):
     @click.argument("midi_in", metavar="IN.mid", type=click.Path(dir_okay=False))
     @click.option("--out", "out_dir", required=True, metavar="DIR", type=click.Path(),
                   help="Folder for the output (made if missing); the input is never replaced.")
-    @click.option("--temperature", default=1.0, show_default=True,
+    @click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True,
                   type=click.FloatRange(min=0.0),
                   help="Randomness of the model's choices (0 = its most likely pattern).")
     @click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), help="Same seed, same output.")

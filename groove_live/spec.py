@@ -24,7 +24,10 @@ ROLE_KEY = "groove_live.role"  # "decoder" or "encoder"
 ENCODER_KEY = "groove_live.encoder"  # the decoder's encoder file name, relative to it
 VARIANT_KEY = "groove_live.variant"  # "fp32" / "int8"
 EXPORT_KEY = "groove_live.export"  # JSON: how and from what the file was exported
-METADATA_KEYS = (METADATA_KEY, ROLE_KEY, ENCODER_KEY, VARIANT_KEY, EXPORT_KEY)
+# JSON: latent attribute vectors (styles, density, syncopation, fill) of a sampling GrooVAE's
+# decoder, added by `groove-export attributes`; read by groove_live/attributes.py.
+ATTRIBUTES_KEY = "groove_live.attributes"
+METADATA_KEYS = (METADATA_KEY, ROLE_KEY, ENCODER_KEY, VARIANT_KEY, EXPORT_KEY, ATTRIBUTES_KEY)
 
 # Model kinds: what the decoder outputs and so which decode path a consumer needs. Only
 # "groovae" is implemented today; the others are reserved so that specs naming them are

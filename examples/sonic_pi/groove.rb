@@ -9,6 +9,8 @@
 #        osc "/groove/walk", 0.1, 1        # wander through the latent space, a little each bar
 #        osc "/groove/interpolate", 8      # morph to a new groove over 8 bars
 #        osc "/groove/tempo", 96           # from the next bar on
+#        osc "/groove/tempo", 140, 8       # ramp there over 8 bars, bar by bar
+#        osc "/groove/sample", 1.0, 1234   # the ack of a /groove/sample names its seed: recall it
 #        osc "/groove/mute", "ride", 1
 #    Keep Sonic Pi's own bpm at its default (60) in this loop: hit times are in seconds.
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import NoReturn
 
 import click
 
 from ..cli_errors import fail
-from ..limits import (MAX_BAR_LOOKAHEAD_MS, MAX_BPM, MAX_TEMPERATURE, MIN_BPM, MIN_TEMPERATURE,
-                      QUANTIZE_MODES, SEED_LIMIT)
+from ..limits import (DEFAULT_TEMPERATURE, MAX_BAR_LOOKAHEAD_MS, MAX_BPM, MAX_TEMPERATURE,
+                      MIN_BPM, MIN_TEMPERATURE, QUANTIZE_MODES, SEED_LIMIT)
 from .guard import AddressRefused, parse_network
 from .server import ServeConfig, ServeError, resolve_address, serve as run_server
 
@@ -107,8 +108,10 @@ def _midi_sinks(config: ServeConfig):
 @click.option("--bar-lookahead-ms", default=500.0, show_default=True,
               type=click.FloatRange(0, MAX_BAR_LOOKAHEAD_MS),
               help="Send /groove/bar this long before its downbeat (Sonic Pi's sched_ahead_time).")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(MIN_TEMPERATURE, MAX_TEMPERATURE),
-              help="Sampling temperature; 0 plays the most likely hits (greedy).")
+@click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True,
+              type=click.FloatRange(MIN_TEMPERATURE, MAX_TEMPERATURE),
+              help="Sampling temperature: scales hits, velocity and timing noise; 0 plays "
+                   "the most likely pattern.")
 @click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=None,
               help="Seed of the first groove and of walk targets.")
 @click.option("--quantize", type=click.Choice(list(QUANTIZE_MODES)), default="bar", show_default=True,
@@ -129,13 +132,18 @@ def _midi_sinks(config: ServeConfig):
 @click.option("--midi-in", metavar="PORT",
               help="Taps from this MIDI input (name or prefix; JACK when there is no ALSA): "
                    "every note-on is a tap with its velocity.")
+@click.option("--library", metavar="DIR",
+              help="A folder of MIDI grooves: /groove/load NAME and /groove/morph NAME play "
+                   "DIR/NAME.mid, /groove/save NAME writes the playing phrase there.")
 def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, model, latency_ms,
           bundles, bar_lookahead_ms, temperature, seed, quantize, stopped, humanize_model,
-          drumify_model, infill_model, tap_latency_ms, tap_bars, midi_in) -> None:
+          drumify_model, infill_model, tap_latency_ms, tap_bars, midi_in, library) -> None:
     """Play grooves live: OSC control in, OSC hits / bars and MIDI notes out."""
     t0 = time.monotonic()
     if midi_virtual and midi_out:
         _fail("choose one of --midi-virtual and --midi-out")
+    if library is not None and not Path(library).is_dir():
+        _fail(f"--library {library}: no such folder")
     try:
         allow = tuple(parse_network(a) for a in allows)
     except AddressRefused as e:
@@ -150,7 +158,8 @@ def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, mo
             quantize=quantize, autostart=not stopped,
             task_models=(("humanize", humanize_model), ("drumify", drumify_model),
                          ("infill", infill_model)),
-            tap_latency_s=tap_latency_ms / 1000.0, tap_bars=tap_bars, midi_in=midi_in)
+            tap_latency_s=tap_latency_ms / 1000.0, tap_bars=tap_bars, midi_in=midi_in,
+            library=library)
         run_server(config, _engine_factory(model), _midi_sinks, out=_echo, started_t_s=t0,
                    task_engines_factory=_task_engines_factory(config),
                    midi_in_factory=_midi_in_factory(config))

@@ -17,8 +17,10 @@ from ..limits import (MAX_BAR_LOOKAHEAD_MS, MAX_BPM, MAX_TEMPERATURE, MIN_BPM, Q
                       SEED_LIMIT)
 from ..spec import ModelSpec
 from .guard import AddressRefused, parse_host
+from .library import LibraryError
 from .osc_wire import IMPULSE, Message, WireError, decode_packet, encode_message
 from .tap import MAX_LATENCY_MS, MAX_TAP_BARS
+from .steering import NO_STYLE, SteeringError
 from .tasks_live import TaskError
 
 MAX_BARS = 64  # longest interpolation / walk period
@@ -43,10 +45,11 @@ class Controls(Protocol):
 
     spec: ModelSpec
 
-    def sample(self, temperature: float | None, seed: int | None) -> None: ...
-    def walk(self, step: float, every_bars: int) -> None: ...
-    def interpolate(self, bars: int, temperature: float | None) -> None: ...
-    def set_tempo(self, bpm: float) -> None: ...
+    def sample(self, temperature: float | None, seed: int | None) -> tuple[float, int]: ...
+    def walk(self, step: float, every_bars: int, seed: int | None) -> int: ...
+    def interpolate(self, bars: int, temperature: float | None,
+                    seed: int | None) -> tuple[float, int]: ...
+    def set_tempo(self, bpm: float, bars: int) -> None: ...
     def start_playing(self) -> None: ...
     def stop_playing(self) -> None: ...
     def set_temperature(self, temperature: float) -> None: ...
@@ -57,7 +60,7 @@ class Controls(Protocol):
     def set_timing_amount(self, amount: float) -> None: ...
     def set_muted(self, drums: list[int], muted: bool) -> None: ...
     def set_quantize(self, mode: str) -> None: ...
-    def set_bar_lookahead(self, lookahead_s: float) -> None: ...
+    def set_bar_lookahead(self, lookahead_s: float) -> float: ...
     def info(self) -> list[tuple[str, Any]]: ...
 
 
@@ -144,9 +147,10 @@ class OscApi:
         self.spec = controls.spec
         self.routes: dict[str, Route] = {
             "/groove/sample": Route(self._sample, 2, "[temperature f] [seed i]"),
-            "/groove/walk": Route(self._walk, 2, "[step f 0..1] [every_bars i]"),
-            "/groove/interpolate": Route(self._interpolate, 2, "<bars i> [temperature f]"),
-            "/groove/tempo": Route(self._tempo, 1, "<bpm f>"),
+            "/groove/walk": Route(self._walk, 3, "[step f 0..1] [every_bars i] [seed i]"),
+            "/groove/interpolate": Route(self._interpolate, 3,
+                                         "<bars i> [temperature f] [seed i]"),
+            "/groove/tempo": Route(self._tempo, 2, "<bpm f> [bars i]"),
             "/groove/start": Route(self._start, 0, ""),
             "/groove/stop": Route(self._stop, 0, ""),
             "/groove/temperature": Route(self._temperature, 1, "<temperature f>"),
@@ -160,6 +164,10 @@ class OscApi:
             "/groove/quantize": Route(self._quantize, 1, "<bar|phrase>"),
             "/groove/lookahead": Route(self._lookahead, 1, "<ms f>"),
             "/groove/ping": Route(self._ping, 8, "[anything]"),
+            # The --library folder (library.Library): files are read and written on the worker.
+            "/groove/load": Route(self._load, 1, "<name s>"),
+            "/groove/morph": Route(self._morph, 2, "<name s> <bars i>"),
+            "/groove/save": Route(self._save, 1, "<name s>"),
             # GrooVAE's tasks (tasks_live.LiveTasks); a server without them answers an error.
             "/groove/humanize": Route(self._humanize, 1 + 2 * self.spec.n_drums,
                                       "[temperature f] <voice s> <steps s> ..."),
@@ -169,9 +177,16 @@ class OscApi:
             "/groove/tap/end": Route(self._tap_end, 0, ""),
             "/groove/tap/bars": Route(self._tap_bars, 1, f"<bars i 1..{MAX_TAP_BARS}>"),
             "/groove/tap/latency": Route(self._tap_latency, 1, "<ms f>"),
+            # Attribute steering (steering.LiveSteering): the model's latent vectors.
+            "/groove/style": Route(self._style, 2, f"<name s|{NO_STYLE}> [amount f 0..3]"),
+            "/groove/density": Route(self._density, 1, "<x f -1..1>"),
+            "/groove/syncopation": Route(self._syncopation, 1, "<x f -1..1>"),
+            "/groove/fill": Route(self._fill, 0, ""),
         }
         tasks = getattr(controls, "tasks", None)  # a LiveTasks; controls without one: no tasks
         self.tasks = tasks if hasattr(tasks, "parse") else None
+        steering = getattr(controls, "steering", None)  # a LiveSteering, or no steering
+        self.steering = steering if hasattr(steering, "set_style") else None
         self.errors = 0  # requests refused
         self.ignored = 0  # messages not answered: replies, outputs, other programs'
 
@@ -231,29 +246,30 @@ class OscApi:
     def _sample(self, args, sender) -> list:
         temperature = _float(args[0], "temperature", 0.0, MAX_TEMPERATURE) if args else None
         seed = _int(args[1], "seed", 0, SEED_LIMIT - 1) if len(args) > 1 else None
-        self.controls.sample(temperature, seed)
-        return [x for x in (temperature, seed) if x is not None]
+        # The ack names the temperature and seed in use: sent back, they recall this groove.
+        return list(self.controls.sample(temperature, seed))
 
     def _walk(self, args, sender) -> list:
         step = _float(args[0], "step", 0.0, 1.0) if args else 0.1
         every_bars = _int(args[1], "every_bars", 1, MAX_BARS) if len(args) > 1 else 1
-        self.controls.walk(step, every_bars)
-        return [step, every_bars]
+        seed = _int(args[2], "seed", 0, SEED_LIMIT - 1) if len(args) > 2 else None
+        return [step, every_bars, self.controls.walk(step, every_bars, seed)]
 
     def _interpolate(self, args, sender) -> list:
         if not args:
-            raise ApiError("needs <bars i> [temperature f]")
+            raise ApiError("needs <bars i> [temperature f] [seed i]")
         bars = _int(args[0], "bars", 1, MAX_BARS)
         temperature = _float(args[1], "temperature", 0.0, MAX_TEMPERATURE) if len(args) > 1 else None
-        self.controls.interpolate(bars, temperature)
-        return [bars] + ([temperature] if temperature is not None else [])
+        seed = _int(args[2], "seed", 0, SEED_LIMIT - 1) if len(args) > 2 else None
+        return [bars, *self.controls.interpolate(bars, temperature, seed)]
 
     def _tempo(self, args, sender) -> list:
         if not args:
-            raise ApiError("needs <bpm f>")
+            raise ApiError("needs <bpm f> [bars i]")
         bpm = _float(args[0], "bpm", MIN_BPM, MAX_BPM)
-        self.controls.set_tempo(bpm)
-        return [bpm]
+        bars = _int(args[1], "bars", 0, MAX_BARS) if len(args) > 1 else 0
+        self.controls.set_tempo(bpm, bars)
+        return [bpm, bars]
 
     def _start(self, args, sender) -> list:
         self.controls.start_playing()
@@ -362,8 +378,41 @@ class OscApi:
         if not args:
             raise ApiError("needs <ms f>")
         ms = _float(args[0], "lookahead_ms", 0.0, MAX_BAR_LOOKAHEAD_MS)
-        self.controls.set_bar_lookahead(ms / 1000.0)
-        return [ms]
+        used_s = self.controls.set_bar_lookahead(ms / 1000.0)
+        return [round(used_s * 1000.0, 3)]  # clamped under a bar: what is actually used
+
+    # --- the --library folder: the name is checked here, the file touched on the worker ----
+    def _library(self, args, usage: str):
+        library = getattr(self.controls, "library", None)
+        if not hasattr(library, "path"):  # controls without a Library (tests' fakes)
+            raise ApiError("no library folder: start serve with --library DIR")
+        if not args:
+            raise ApiError(f"needs {usage}")
+        return library, _str(args[0], "name")
+
+    def _library_call(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except LibraryError as e:
+            raise ApiError(str(e)) from None
+
+    def _load(self, args, sender) -> list:
+        library, name = self._library(args, "<name s>")
+        self._library_call(lambda: library.load(name, sender))
+        return [_clip(name)]
+
+    def _morph(self, args, sender) -> list:
+        library, name = self._library(args, "<name s> <bars i>")
+        if len(args) < 2:
+            raise ApiError("needs <name s> <bars i>")
+        bars = _int(args[1], "bars", 1, MAX_BARS)
+        self._library_call(lambda: library.morph(name, bars, sender))
+        return [_clip(name), bars]
+
+    def _save(self, args, sender) -> list:
+        library, name = self._library(args, "<name s>")
+        self._library_call(lambda: library.save(name, sender))
+        return [_clip(name)]
 
     def _ping(self, args, sender) -> list:
         return [_clip(a) if isinstance(a, str) else a for a in args
@@ -417,3 +466,36 @@ class OscApi:
         ms = _float(args[0], "latency_ms", 0.0, MAX_LATENCY_MS)
         self._live_tasks().set_tap_latency(ms / 1000.0)
         return [ms]
+
+    # --- attribute steering: validated here and in LiveSteering, applied by the worker ------
+    def _steer(self, call):
+        """call(steering)'s result, or the one-line reason it was refused."""
+        if self.steering is None:
+            raise ApiError("this server has no attribute steering")
+        try:
+            return call(self.steering)
+        except SteeringError as e:
+            raise ApiError(str(e)) from None
+
+    def _style(self, args, sender) -> list:
+        if not args:
+            raise ApiError(f"needs <name s|{NO_STYLE}> [amount f 0..3]")
+        name = _clip(_str(args[0], "style"), 40)
+        amount = _float(args[1], "amount", 0.0, 3.0) if len(args) > 1 else 1.0
+        return list(self._steer(lambda s: s.set_style(name, amount)))
+
+    def _scaled(self, name: str, args) -> list:
+        if not args:
+            raise ApiError("needs <x f -1..1>")
+        x = _float(args[0], name, -1.0, 1.0)
+        return [self._steer(lambda s: s.set_scaled(name, x))]
+
+    def _density(self, args, sender) -> list:
+        return self._scaled("density", args)
+
+    def _syncopation(self, args, sender) -> list:
+        return self._scaled("syncopation", args)
+
+    def _fill(self, args, sender) -> list:
+        self._steer(lambda s: s.fill())
+        return []

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..limits import QUANTIZE_MODES
 from ..latent import angle_between, slerp
+from .steering import Fill, Steer, fill_bar
 
 QUARTER_TURN = math.pi / 2  # a walk step of 1.0; about the angle between two prior samples
 
@@ -23,6 +24,10 @@ class Walk:
     every_bars: int
     anchor_bar: int  # moves happen at anchor_bar + k * every_bars, k >= 1
     target: np.ndarray  # (z_size,) where the walk is heading
+    # Seeds its targets (walk_rng): the same walk from the same groove takes the same path.
+    # None: the planner's generator (not repeatable).
+    seed: int | None = None
+    draws: int = 0  # targets drawn so far: the key of the next one, whatever the bar numbers
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +52,9 @@ class BarState:
     # A finished phrase to loop instead of decoding z (a task model's result): per-bar hits.
     # z stays the latent that played before it, so a later walk or morph goes on from there.
     fixed: tuple | None = None
+    # Attribute steering (live/steering.py): the bar is decoded from z + offset; kept across
+    # samples, walks and morphs until the next Steer.
+    offset: np.ndarray | None = None
 
     def replace(self, **changes) -> "BarState":
         return dataclasses.replace(self, **changes)
@@ -64,6 +72,7 @@ class Sample:
 class StartWalk:
     step: float  # 0 stops the walk
     every_bars: int = 1
+    seed: int | None = None  # of the walk's targets (see Walk.seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +106,8 @@ class PlayPhrase:
     source: str  # the task that made it: "humanize", "drumify", "infill"
 
 
-Command = Sample | StartWalk | Interpolate | SetTemperature | Restart | SetQuantize | PlayPhrase
+Command = (Sample | StartWalk | Interpolate | SetTemperature | Restart | SetQuantize | PlayPhrase
+           | Steer | Fill)
 
 
 def fresh_target(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -130,6 +140,12 @@ def walk_move(z: np.ndarray, target: np.ndarray, step: float,
     return slerp(z, target, angle / remaining), target
 
 
+def walk_rng(seed: int | None, k: int, fallback: np.random.Generator) -> np.random.Generator:
+    """The generator of a seeded walk's k-th target, so a walk's path depends on its seed and
+    the groove it starts from only: not on bar numbers or how often the plan was redone."""
+    return fallback if seed is None else np.random.default_rng([seed, k])
+
+
 def morph_z(morph: Morph, bar: int) -> np.ndarray:
     k = bar - morph.start_bar + 1  # 1 .. bars
     return slerp(morph.z_from, morph.z_to, min(1.0, k / morph.bars))
@@ -144,6 +160,8 @@ class Planner:
         self.bars_per_phrase = bars_per_phrase
         self.quantize = quantize
         self.states: dict[int, BarState] = {first_bar: first}
+        self._commanded: dict[int, BarState] = {}  # bar -> the state a command put there
+        self.fills: dict[int, np.ndarray] = {}  # bar -> fill vector (steering.Fill)
 
     @property
     def last_bar(self) -> int:
@@ -161,8 +179,11 @@ class Planner:
             return prev.replace(z=prev.morph.z_to, morph=None, source="sample")
         walk = prev.walk
         if walk is not None and bar > walk.anchor_bar and (bar - walk.anchor_bar) % walk.every_bars == 0:
-            z, target = walk_move(prev.z, walk.target, walk.step, self.rng)
-            return prev.replace(z=z, walk=dataclasses.replace(walk, target=target), source="walk")
+            rng = walk_rng(walk.seed, walk.draws, self.rng)
+            z, target = walk_move(prev.z, walk.target, walk.step, rng)
+            draws = walk.draws + (target is not walk.target)
+            return prev.replace(z=z, walk=dataclasses.replace(walk, target=target, draws=draws),
+                                source="walk")
         return prev
 
     def extend_to(self, bar: int) -> None:
@@ -175,6 +196,9 @@ class Planner:
         """Forget states older than `bar` (always keeping the newest)."""
         for b in [b for b in self.states if b < bar and b != self.last_bar]:
             del self.states[b]
+        self._commanded = {b: st for b, st in self._commanded.items() if b >= bar}
+        for b in [b for b in self.fills if b < bar]:
+            del self.fills[b]
 
     def _known(self, bar: int) -> BarState:
         """The state of `bar`, or of the oldest bar still known when `bar` is older."""
@@ -192,6 +216,11 @@ class Planner:
 
     def apply(self, command: Command, first_free_bar: int) -> int | None:
         """Apply a command to the plan; return the first bar it changes (None: no bar)."""
+        if isinstance(command, Fill):  # one bar, at the end of the playing phrase
+            bar = fill_bar(self._known(first_free_bar - 1).phrase_start_bar, first_free_bar,
+                           self.bars_per_phrase)
+            self.fills[bar] = command.offset
+            return bar
         if isinstance(command, SetQuantize):
             self.quantize = command.quantize
             return None
@@ -199,40 +228,60 @@ class Planner:
         start = (first_free_bar if isinstance(command, Restart)
                  else self.start_bar(first_free_bar, phrase=isinstance(command, PlayPhrase)))
         prev = self._known(start - 1)
+        # Requests that land on the same bar compose (a temperature, then a sample: the sample
+        # plays at that temperature; a sample, then a walk: the walk starts from the sample):
+        # `own` is what an earlier command put on this bar, changed here rather than replaced.
+        own = self.states.get(start)
+        own = own if own is not None and own is self._commanded.get(start) else None
+        base = own or prev
         for b in [b for b in self.states if b >= start]:
             del self.states[b]
+
+        def change(**changes) -> BarState:  # a setting from `start` on, the groove as planned
+            return own.replace(**changes) if own else self.advance(prev.replace(**changes), start)
+
         if isinstance(command, Sample):
-            temperature = prev.temperature if command.temperature is None else command.temperature
-            walk = prev.walk
+            temperature = base.temperature if command.temperature is None else command.temperature
+            walk = base.walk
             if walk is not None:  # a sample re-seeds the walk: it goes on from the new groove
-                walk = dataclasses.replace(walk, anchor_bar=start,
-                                           target=fresh_target(command.z, self.rng))
+                walk = dataclasses.replace(walk, anchor_bar=start, draws=walk.draws + 1,
+                                           target=fresh_target(
+                                               command.z, walk_rng(walk.seed, walk.draws,
+                                                                   self.rng)))
             state = BarState(z=np.asarray(command.z, np.float32), temperature=temperature,
                              noise_seed=command.noise_seed, phrase_start_bar=start,
-                             source="sample", walk=walk, morph=None)
+                             source="sample", walk=walk, morph=None, offset=base.offset)
         elif isinstance(command, StartWalk):
             walk = None
             if command.step > 0:
-                # Anchored one period back, so the first move lands on `start` itself.
-                walk = Walk(command.step, command.every_bars, anchor_bar=start - command.every_bars,
-                            target=fresh_target(prev.z, self.rng))
+                # Anchored one period back, so the first move lands on `start` itself (after
+                # what another command put on `start`: the walk goes on from there).
+                walk = Walk(command.step, command.every_bars,
+                            anchor_bar=start - (0 if own else command.every_bars),
+                            target=fresh_target(base.z, walk_rng(command.seed, 0, self.rng)),
+                            seed=command.seed, draws=1)
                 # A walk takes over from a morph, or from a fixed phrase, where it is.
-                prev = prev.replace(morph=None, fixed=None)
-            state = self.advance(prev.replace(walk=walk), start)
+                state = change(walk=walk, morph=None, fixed=None)
+            else:
+                state = change(walk=None)
         elif isinstance(command, Interpolate):
-            temperature = prev.temperature if command.temperature is None else command.temperature
+            temperature = base.temperature if command.temperature is None else command.temperature
             morph = Morph(z_from=prev.z, z_to=np.asarray(command.z_to, np.float32),
                           start_bar=start, bars=command.bars)
             state = prev.replace(z=morph_z(morph, start), morph=morph, walk=None, fixed=None,
                                  temperature=temperature, source="interpolate")
+        elif isinstance(command, Steer):
+            state = change(offset=command.offset)
         elif isinstance(command, SetTemperature):
-            state = self.advance(prev.replace(temperature=command.temperature), start)
+            state = change(temperature=command.temperature)
         elif isinstance(command, Restart):
-            state = self.advance(prev, start).replace(phrase_start_bar=start)
+            state = change(phrase_start_bar=start)
         elif isinstance(command, PlayPhrase):
-            state = prev.replace(fixed=tuple(command.bars), source=command.source,
+            state = base.replace(fixed=tuple(command.bars), source=command.source,
                                  phrase_start_bar=start, walk=None, morph=None)
         else:  # pragma: no cover - every command type is handled above
             raise TypeError(f"unknown command {command!r}")
         self.states[start] = state
+        self._commanded = {b: st for b, st in self._commanded.items() if b < start}
+        self._commanded[start] = state
         return start

@@ -123,7 +123,10 @@ class Scheduler:
         self.mix = Mix()
         self.playing = False
         self.next_bar = 0  # the next bar to commit
-        self._pending_bpm: float | None = None
+        self._pending_bpm: float | None = None  # the tempo from the next downbeat on
+        # A tempo ramp under way: (from bpm, to bpm, bars, bars done). Each bar has one tempo,
+        # set on its downbeat, so bar lines stay exact sums of bar lengths.
+        self._ramp: tuple[float, float, int, int] | None = None
         self._anchor_bar = 0
         self._anchor_t_s = 0.0
         self._heap: list[tuple[float, int, _Entry]] = []
@@ -160,8 +163,17 @@ class Scheduler:
     def sync(self) -> None:
         self.post(self._sync)
 
-    def set_tempo(self, bpm: float) -> None:
-        self.post(lambda now: self._set_tempo(bpm))
+    def set_tempo(self, bpm: float, bars: int = 0) -> None:
+        """From the next downbeat; over `bars` bars (a linear ramp, one tempo per bar) when
+        playing and bars > 0."""
+        self.post(lambda now: self._set_tempo(bpm, bars))
+
+    @property
+    def bpm_pending(self) -> float:
+        """The tempo asked for: the ramp's target, the next bar's tempo, or the current one."""
+        if self._ramp is not None:
+            return self._ramp[1]
+        return self.bpm if self._pending_bpm is None else self._pending_bpm
 
     def set_mix(self, **changes) -> None:
         def apply(now: float) -> None:
@@ -193,7 +205,11 @@ class Scheduler:
     def lookahead_s(self) -> float:
         """The /groove/bar lookahead in use: as asked, but under a bar, so a bar is never
         committed more than a bar early (the worker plans two bars ahead)."""
-        return min(self.bar_lookahead_s, MAX_LOOKAHEAD_BARS * self.bar_length_s)
+        return self.clamped_lookahead_s(self.bar_lookahead_s)
+
+    def clamped_lookahead_s(self, lookahead_s: float) -> float:
+        """The lookahead used for one asked for, at the current tempo."""
+        return min(lookahead_s, MAX_LOOKAHEAD_BARS * self.bar_length_s)
 
     def commit_ahead_s(self) -> float:
         bpms = [self.bpm] if self._pending_bpm is None else [self.bpm, self._pending_bpm]
@@ -362,6 +378,7 @@ class Scheduler:
         if self._pending_bpm is not None:  # a tempo change lands exactly on this downbeat
             self._anchor_t_s, self._anchor_bar = self.bar_t_s(bar), bar
             self.bpm, self._pending_bpm = self._pending_bpm, None
+            self._ramp_on()
         bar_t_s = self.bar_t_s(bar)
         content = self.timeline.take(bar)
         needed_t_s = bar_t_s - self.commit_ahead_s()
@@ -402,6 +419,8 @@ class Scheduler:
             return
         self.playing = True
         self._clock_start_due = True
+        if self._ramp is not None:  # stopped mid-ramp: start at its target
+            self._pending_bpm, self._ramp = self._ramp[1], None
         if self._pending_bpm is not None:
             self.bpm, self._pending_bpm = self._pending_bpm, None
         self._anchor_bar = self.next_bar
@@ -417,11 +436,24 @@ class Scheduler:
         self._heap = []
         self._push(ClockEvent(now, self.next_bar, "stop"))  # outputs end what still sounds
 
-    def _set_tempo(self, bpm: float) -> None:
-        if self.playing:
-            self._pending_bpm = float(bpm)
+    def _set_tempo(self, bpm: float, bars: int = 0) -> None:
+        self._ramp = None  # a new tempo replaces a ramp under way, from where it got to
+        if not self.playing:
+            self.bpm, self._pending_bpm = float(bpm), None
+        elif bars > 0:
+            self._ramp = (self.bpm, float(bpm), int(bars), 0)
+            self._ramp_on()
         else:
-            self.bpm = float(bpm)
+            self._pending_bpm = float(bpm)
+
+    def _ramp_on(self) -> None:
+        """Set the next bar's tempo from the ramp: bar k of n plays from + (to - from) * k / n."""
+        if self._ramp is None:
+            return
+        start, target, bars, done = self._ramp
+        done += 1
+        self._pending_bpm = start + (target - start) * done / bars
+        self._ramp = (start, target, bars, done) if done < bars else None
 
     def _sync(self, now: float) -> None:
         """The bar line is now: snap the nearest boundary to this moment."""

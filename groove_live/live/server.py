@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any, Callable
 
+from ..limits import DEFAULT_TEMPERATURE
 from .clock import Clock, FakeClock, MonotonicClock
 from .controls import LiveControls
 from .guard import AddressRefused, Guard, Limits, parse_host
+from .library import Library
 from .osc_api import OscApi
 from .planner import Restart
 from .realtime import RealtimePolicy
@@ -28,6 +30,7 @@ from .scheduler import DECODE_WORK_S, Scheduler
 from .sinks import Address, OscSink, Sink
 from .stats import TimingStats
 from .tap import MAX_TAP_BARS
+from .steering import LiveSteering
 from .tasks_live import LiveTasks
 from .timeline import Timeline
 from .worker import EngineLike, Worker
@@ -52,7 +55,7 @@ class ServeConfig:
     midi_virtual: str | None = None
     midi_out: str | None = None
     midi_clock: bool = False
-    temperature: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
     seed: int | None = None  # first groove and walk targets; None: a new one each run
     quantize: str = "bar"
     autostart: bool = True
@@ -64,6 +67,7 @@ class ServeConfig:
     tap_latency_s: float = 0.0  # subtracted from a tap's arrival time before it is placed
     tap_bars: int = MAX_TAP_BARS  # bars of taps in a take
     midi_in: str | None = None  # a MIDI input port whose note-ons are taps
+    library: str | None = None  # a folder of MIDI grooves for /groove/load, morph and save
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -157,8 +161,14 @@ class Server:
         self.tasks = LiveTasks(self.spec, task_engines or {}, self.worker, self.scheduler,
                                self.clock.now, config.seed, config.tap_latency_s,
                                config.tap_bars, send=self._send_later)
+        self.library = Library(config.library, engine, self.worker,
+                               lambda: self.scheduler.bpm, send=self._send_later)
         self.controls = LiveControls(self.spec, self.worker, self.scheduler, self.osc_sink,
-                                     self.guard, self.clock, self.info, self.tasks)
+                                     self.guard, self.clock, self.info, self.tasks,
+                                     self.library)
+        # Attribute vectors of the model (None: the steering routes say how to add them).
+        self.steering = LiveSteering(getattr(engine, "attributes", None), self.worker)
+        self.controls.steering = self.steering  # OscApi drives it, as it does tasks
         self.api = OscApi(self.controls)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -342,18 +352,24 @@ class Server:
             ("voices", ",".join(spec.drum_names)),
             ("pitches", ",".join(map(str, spec.out_pitches))),
             ("playing", int(sched.playing)),
+            # X is what plays now, X_pending what was asked for and lands on a coming bar.
             ("bpm", float(sched.bpm)),
+            ("bpm_pending", float(sched.bpm_pending)),
             ("bar", int(sched.current_bar(now)) if sched.playing else -1),
             ("temperature", status.get("temperature", self.config.temperature)),
+            ("temperature_pending", float(self.controls.temperature)),
+            ("seed", status.get("seed", -1)),
             ("walk_step", status.get("walk_step", 0.0)),
+            ("walk_step_pending", status.get("walk_step_pending", 0.0)),
             ("walk_every_bars", status.get("walk_every_bars", 0)),
             ("interpolating", status.get("interpolating", 0)),
             ("quantize", status.get("quantize", self.config.quantize)),
             ("source", status.get("source", "sample")),  # what plays: sample, walk, humanize...
+            ("source_pending", status.get("source_pending", "sample")),
             ("velocity_amount", float(mix.velocity_amount)),
             ("timing_amount", float(mix.timing_amount)),
             ("muted", ",".join(spec.drum_names[i] for i in sorted(mix.muted))),
-            ("bar_lookahead_ms", round(sched.bar_lookahead_s * 1000, 3)),
+            ("bar_lookahead_ms", round(sched.lookahead_s * 1000, 3)),  # in use: under a bar
             ("latency_ms", round(self.config.latency_s * 1000, 3)),
             ("bundles", int(self.config.bundles)),
             ("targets", ",".join(f"{h}:{p}" for h, p in targets)),
@@ -371,6 +387,8 @@ class Server:
               for why in ("not_allowed", "self", "bad_source", "rate_limited")),
         ]
         items += self.tasks.info()
+        items += self.library.info()
+        items += self.steering.info()
         items += list(self.stats.summary().items())
         return items
 

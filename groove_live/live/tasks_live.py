@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..limits import MAX_TEMPERATURE, SEED_LIMIT
+from ..limits import DEFAULT_TEMPERATURE, MAX_TEMPERATURE, SEED_LIMIT
 from ..pattern import Patterns
 from ..spec import ModelSpec
 from ..step_pattern import STEP_VELOCITIES, StepPatternError, pairs_from_args, parse_step_pattern
@@ -162,7 +162,7 @@ class LiveTasks:
         phrase start."""
         engine = self.engine(task)
         if temperature is None:
-            temperature = float(self.worker.status.get("temperature", 1.0))
+            temperature = float(self.worker.status.get("temperature", DEFAULT_TEMPERATURE))
         with self._rng_lock:  # requests come from the OSC thread and the worker (takes)
             seed = int(self.rng.integers(SEED_LIMIT))
         spec = engine.spec

@@ -16,13 +16,14 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ..limits import SEED_LIMIT
+from ..limits import DEFAULT_TEMPERATURE, SEED_LIMIT
 from ..latent import random_latents
 from ..pattern import Patterns
 from ..spec import ModelSpec
 from .events import BarContent, Hit
 from .planner import (BarState, Command, Interpolate, Planner, PlayPhrase, Restart, Sample,
                       SetQuantize, SetTemperature, StartWalk)
+from .steering import steered_latent
 from .timeline import Timeline
 
 CACHE_SIZE = 16  # decoded phrases kept: the bars in flight, re-plans and the spare; a loop needs one
@@ -31,7 +32,7 @@ CACHE_SIZE = 16  # decoded phrases kept: the bars in flight, re-plans and the sp
 class EngineLike(Protocol):
     spec: ModelSpec
 
-    def decode(self, z: np.ndarray, temperature: float = 1.0,
+    def decode(self, z: np.ndarray, temperature: float = DEFAULT_TEMPERATURE,
                seed: int | None = None) -> Patterns: ...
 
 
@@ -46,6 +47,7 @@ class SampleRequest:
 class InterpolateRequest:
     bars: int
     temperature: float | None = None
+    seed: int | None = None  # of the groove to morph to (seed_latent); None: a random one
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,8 +61,19 @@ class PlayRequest:
     on_error: Callable[[str], None] | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class CallRequest:
+    """Work that touches files or the encoder (the --library folder), run on the worker thread:
+    make() returns the planner command to apply (or None for none). When it raises,
+    on_error(reason) is told (one line) and the music goes on unchanged."""
+
+    make: Callable[[], "Command | None"]
+    source: str
+    on_error: Callable[[str], None] | None = None
+
+
 Request = (SampleRequest | InterpolateRequest | StartWalk | SetTemperature | Restart | SetQuantize
-           | PlayRequest)
+           | PlayRequest | CallRequest)
 
 
 def phrase_bars(patterns: Patterns, spec: ModelSpec) -> tuple[tuple[Hit, ...], ...]:
@@ -78,7 +91,8 @@ def phrase_bars(patterns: Patterns, spec: ModelSpec) -> tuple[tuple[Hit, ...], .
 
 
 class Worker:
-    def __init__(self, engine: EngineLike, timeline: Timeline, now, temperature: float = 1.0,
+    def __init__(self, engine: EngineLike, timeline: Timeline, now,
+                 temperature: float = DEFAULT_TEMPERATURE,
                  seed: int | None = None, ahead_bars: int = 2, quantize: str = "bar") -> None:
         self.engine = engine
         self.spec = engine.spec
@@ -86,11 +100,15 @@ class Worker:
         self._now = now
         self.ahead_bars = ahead_bars
         self.rng = np.random.default_rng(seed)
+        # Seeds of new grooves, drawn on the OSC thread too (so its ack can name the seed):
+        # their own generator under a lock, apart from the planner's.
+        self._seed_rng = np.random.default_rng(int(self.rng.integers(SEED_LIMIT)))
+        self._seed_lock = threading.Lock()
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._cache: OrderedDict = OrderedDict()
-        self._initial_temperature = temperature
+        self.initial_temperature = temperature
         self._quantize = quantize
-        self._spare: tuple[np.ndarray, int] = self._draw_spare()
+        self._spare_seed = self.new_seed()
         self.planner: Planner | None = None
         # Read by other threads (/groove/info): replaced whole, never mutated.
         self.status: dict = {}
@@ -109,10 +127,25 @@ class Worker:
         self._requests.put(request)
         self.timeline.wake()
 
+    def new_seed(self) -> int:
+        """A fresh random seed for a new groove (any thread)."""
+        with self._seed_lock:
+            return int(self._seed_rng.integers(SEED_LIMIT))
+
+    def take_seed(self) -> int:
+        """The seed of the spare groove, decoded ahead, for a /groove/sample without a seed
+        (any thread); the next spare gets a fresh one. Every random groove is a seed, so the
+        ack can name it and the same seed plays it again."""
+        with self._seed_lock:
+            seed = self._spare_seed
+            self._spare_seed = int(self._seed_rng.integers(SEED_LIMIT))
+            return seed
+
+    def seed_latent(self, seed: int) -> np.ndarray:
+        """The latent a seed stands for: (z_size,) from the prior N(0, I)."""
+        return random_latents(1, self.spec.z_size, np.random.default_rng(seed))[0]
+
     # --- the worker's own thread (or the test's) ------------------------------------------
-    def _draw_spare(self) -> tuple[np.ndarray, int]:
-        z = random_latents(1, self.spec.z_size, self.rng)[0]
-        return z, int(self.rng.integers(SEED_LIMIT))
 
     def _decode(self, z: np.ndarray, temperature: float, noise_seed: int):
         key = (np.asarray(z, np.float32).tobytes(), round(float(temperature), 6), noise_seed)
@@ -138,17 +171,45 @@ class Worker:
                 time.sleep(wait_s)
 
     def _content(self, bar: int, state: BarState, requested: bool) -> BarContent:
-        if state.fixed is not None:  # a finished phrase: nothing to decode, it loops as is
+        fill = self.planner.fills.get(bar)  # steering.Fill: this bar plays a fill
+        if state.fixed is not None and fill is None:  # a finished phrase: it loops as is
             phrase_bar = (bar - state.phrase_start_bar) % len(state.fixed)
             return BarContent(state.fixed[phrase_bar], state.z, phrase_bar, state.source,
                               ready_t_s=self._now(), requested=requested)
         self._keep_off_the_clock()
         phrase_bar = (bar - state.phrase_start_bar) % self.spec.bars
-        bars = self._decode(state.z, state.temperature, state.noise_seed)
+        bars = self._decode(steered_latent(state.z, state.offset, fill), state.temperature,
+                            state.noise_seed)
+        if fill is not None:  # a fill is the last bar of its decoded phrase
+            return BarContent(bars[-1], state.z, phrase_bar, "fill", ready_t_s=self._now(),
+                              requested=requested)
         return BarContent(bars[phrase_bar], state.z, phrase_bar, state.source,
                           ready_t_s=self._now(), requested=requested)
 
+    def playing_phrase(self) -> tuple:
+        """Per-bar hits of the phrase the clock took last (worker thread): what plays now."""
+        planner = self.planner
+        bar = min(max(self.timeline.taken_bar, min(planner.states)), planner.last_bar)
+        state = planner.states[bar]
+        if state.fixed is not None:
+            return state.fixed
+        return self._decode(steered_latent(state.z, state.offset), state.temperature,
+                            state.noise_seed)
+
+    def _failed(self, source: str, e: Exception, on_error) -> None:
+        self.last_error = f"{type(e).__name__}: {e}"
+        print(f"groove-live: {source} failed ({self.last_error}); playing on", file=sys.stderr)
+        if on_error is not None:
+            on_error(f"{source} failed: {e}")
+
     def _resolve(self, request: Request) -> Command | None:
+        if isinstance(request, CallRequest):
+            self._keep_off_the_clock()
+            try:
+                return request.make()
+            except Exception as e:  # a bad file must not stop the music (counted by its owner)
+                self._failed(request.source, e, request.on_error)
+                return None
         if isinstance(request, PlayRequest):
             self._keep_off_the_clock()
             t0 = time.perf_counter()
@@ -166,27 +227,18 @@ class Worker:
             self.decodes += 1
             return PlayPhrase(tuple(bars), request.source)
         if isinstance(request, SampleRequest):
-            if request.seed is None:
-                z, noise_seed = self._spare
-                self._spare = self._draw_spare()
-            else:
-                z = random_latents(1, self.spec.z_size, np.random.default_rng(request.seed))[0]
-                noise_seed = request.seed
-            return Sample(z, noise_seed, request.temperature)
+            seed = self.take_seed() if request.seed is None else request.seed
+            return Sample(self.seed_latent(seed), seed, request.temperature)
         if isinstance(request, InterpolateRequest):
-            z_to = random_latents(1, self.spec.z_size, self.rng)[0]
-            return Interpolate(z_to, request.bars, request.temperature)
+            seed = self.new_seed() if request.seed is None else request.seed
+            return Interpolate(self.seed_latent(seed), request.bars, request.temperature)
         return request
 
     def prime(self, first_bar: int = 0, seed: int | None = None) -> None:
         """Plan and decode the first bars before playback starts (this also warms the model)."""
-        if seed is None:
-            z, noise_seed = self._spare
-            self._spare = self._draw_spare()
-        else:
-            z = random_latents(1, self.spec.z_size, np.random.default_rng(seed))[0]
-            noise_seed = seed
-        first = BarState(z=z, temperature=self._initial_temperature, noise_seed=noise_seed,
+        seed = self.take_seed() if seed is None else seed
+        first = BarState(z=self.seed_latent(seed), temperature=self.initial_temperature,
+                         noise_seed=seed,
                          phrase_start_bar=first_bar, source="sample")
         self.planner = Planner(first, first_bar, self.rng, self.spec.bars, self._quantize)
         horizon = first_bar + self.ahead_bars
@@ -265,13 +317,16 @@ class Worker:
         return self.timeline.publish(from_bar, contents, strict=False)
 
     def _decode_spare(self) -> None:
-        """Idle work: decode the spare sample at the current temperature."""
+        """Idle work: decode the spare sample at the current temperature and steering."""
         if self.planner is None:
             return
-        temperature = self.planner.states[self.planner.last_bar].temperature
-        z, noise_seed = self._spare
+        newest = self.planner.states[self.planner.last_bar]
+        temperature = newest.temperature
+        with self._seed_lock:
+            seed = self._spare_seed
         try:
-            self._decode(z, temperature, noise_seed)
+            self._decode(steered_latent(self.seed_latent(seed), newest.offset), temperature,
+                         seed)
         except Exception as e:
             self.decode_errors += 1
             self.last_error = f"{type(e).__name__}: {e}"
@@ -282,13 +337,20 @@ class Worker:
             return
         bar = min(max(self.timeline.taken_bar, min(planner.states)), planner.last_bar)
         state = planner.states[bar]
+        # What plays now, and (_pending) what the newest planned bar will play: a request
+        # lands on the next bar or phrase, so the two differ until the clock gets there.
+        pending = planner.states[planner.last_bar]
         self.status = {
             "temperature": float(state.temperature),
+            "temperature_pending": float(pending.temperature),
             "walk_step": float(state.walk.step) if state.walk else 0.0,
+            "walk_step_pending": float(pending.walk.step) if pending.walk else 0.0,
             "walk_every_bars": int(state.walk.every_bars) if state.walk else 0,
             "interpolating": int(state.morph is not None),
             "quantize": planner.quantize,
             "source": state.source,
+            "source_pending": pending.source,
+            "seed": int(state.noise_seed),
             "decodes": self.decodes,
             "decode_errors": self.decode_errors,
             "decode_max_ms": round(self.decode_max_s * 1000, 3),

@@ -40,6 +40,22 @@ class FakeControls:
             self.calls.append((name, args))
         return record
 
+    def sample(self, temperature, seed):
+        self.calls.append(("sample", (temperature, seed)))
+        return (1.0 if temperature is None else temperature), (77 if seed is None else seed)
+
+    def interpolate(self, bars, temperature, seed):
+        self.calls.append(("interpolate", (bars, temperature, seed)))
+        return (1.0 if temperature is None else temperature), (78 if seed is None else seed)
+
+    def walk(self, step, every_bars, seed):
+        self.calls.append(("walk", (step, every_bars, seed)))
+        return 79 if seed is None else seed
+
+    def set_bar_lookahead(self, lookahead_s):
+        self.calls.append(("set_bar_lookahead", (lookahead_s,)))
+        return min(lookahead_s, 1.5)  # a bar at 160 bpm: the real one clamps under a bar
+
     def add_target(self, host, port, requested_by=None):
         self.calls.append(("add_target", (host, port)))
         self.targets.add((host, port))
@@ -73,15 +89,19 @@ def typed(address, *typed_args):
 
 
 @pytest.mark.parametrize("address,args,call,ack", [
-    ("/groove/sample", [], ("sample", (None, None)), []),
-    ("/groove/sample", [0.5], ("sample", (0.5, None)), [0.5]),
+    # The ack names the temperature and seed in use (sent back, they recall the groove).
+    ("/groove/sample", [], ("sample", (None, None)), [1.0, 77]),
+    ("/groove/sample", [0.5], ("sample", (0.5, None)), [0.5, 77]),
     ("/groove/sample", [1, 42], ("sample", (1.0, 42)), [1.0, 42]),
-    ("/groove/walk", [], ("walk", (0.1, 1)), [pytest.approx(0.1), 1]),
-    ("/groove/walk", [0.25, 4], ("walk", (0.25, 4)), [0.25, 4]),
-    ("/groove/walk", [0], ("walk", (0.0, 1)), [0.0, 1]),
-    ("/groove/interpolate", [8], ("interpolate", (8, None)), [8]),
-    ("/groove/interpolate", [8.0, 0.5], ("interpolate", (8, 0.5)), [8, 0.5]),
-    ("/groove/tempo", [174], ("set_tempo", (174.0,)), [174.0]),
+    ("/groove/walk", [], ("walk", (0.1, 1, None)), [pytest.approx(0.1), 1, 79]),
+    ("/groove/walk", [0.25, 4], ("walk", (0.25, 4, None)), [0.25, 4, 79]),
+    ("/groove/walk", [0.25, 4, 5], ("walk", (0.25, 4, 5)), [0.25, 4, 5]),
+    ("/groove/walk", [0], ("walk", (0.0, 1, None)), [0.0, 1, 79]),
+    ("/groove/interpolate", [8], ("interpolate", (8, None, None)), [8, 1.0, 78]),
+    ("/groove/interpolate", [8.0, 0.5], ("interpolate", (8, 0.5, None)), [8, 0.5, 78]),
+    ("/groove/interpolate", [8, 0.5, 9], ("interpolate", (8, 0.5, 9)), [8, 0.5, 9]),
+    ("/groove/tempo", [174], ("set_tempo", (174.0, 0)), [174.0, 0]),
+    ("/groove/tempo", [90, 4], ("set_tempo", (90.0, 4)), [90.0, 4]),
     ("/groove/start", [], ("start_playing", ()), []),
     ("/groove/stop", [], ("stop_playing", ()), []),
     ("/groove/temperature", [1.5], ("set_temperature", (1.5,)), [1.5]),
@@ -94,6 +114,7 @@ def typed(address, *typed_args):
     ("/groove/mute", ["all", 1], ("set_muted", (list(range(9)), True)), ["all", 1]),
     ("/groove/quantize", ["phrase"], ("set_quantize", ("phrase",)), ["phrase"]),
     ("/groove/lookahead", [250], ("set_bar_lookahead", (0.25,)), [250.0]),
+    ("/groove/lookahead", [1800], ("set_bar_lookahead", (1.8,)), [1500.0]),  # as clamped
 ])
 def test_valid_messages_are_acked_and_handed_over(api, address, args, call, ack):
     address_back, params = reply(api, address, *args)
@@ -132,7 +153,8 @@ def test_bool_types_are_not_numbers(api):
     ("/groove/tempo", [-float("inf")], "finite"),
     ("/groove/tempo", [1e9], "must be in"),
     ("/groove/tempo", [0], "must be in"),
-    ("/groove/tempo", [120, 1], "at most 1"),
+    ("/groove/tempo", [120, 1, 2], "at most 2"),
+    ("/groove/tempo", [120, -1], "must be in"),
     ("/groove/sample", [5.5], "must be in"),
     ("/groove/sample", [-1], "must be in"),
     ("/groove/sample", [1e30], "must be in"),

@@ -8,7 +8,8 @@ import pytest
 
 from groove_live.latent import angle_between, random_latents, slerp
 from groove_live.live.planner import (QUARTER_TURN, BarState, Interpolate, Planner, Restart,
-                                      Sample, SetQuantize, StartWalk, fresh_target, walk_move)
+                                      Sample, SetQuantize, SetTemperature, StartWalk, fresh_target,
+                                      walk_move)
 from groove_live.live.worker import phrase_bars
 
 from .conftest import offline_server
@@ -154,3 +155,50 @@ def test_server_interpolate_morphs_over_n_bars(fake_engine):
     for k, bar in enumerate(morph):
         np.testing.assert_allclose(bars[bar][1].z, slerp(z_from, z_to, (k + 1) / 3), atol=1e-6)
     np.testing.assert_allclose(bars[morph[-1] + 1][1].z, z_to)
+
+
+def test_a_seeded_walk_takes_the_same_path_from_the_same_groove_whatever_else_happened():
+    def path(planner_seed: int, start: int, replans: int) -> list[np.ndarray]:
+        p, _ = planner(seed=0)
+        p.rng = np.random.default_rng(planner_seed)  # other draws elsewhere: must not matter
+        p.apply(StartWalk(0.5, 1, seed=11), start)
+        for k in range(replans):  # re-planning the walk's future redraws nothing different
+            p.extend_to(start + 3 + k)
+            del p.states[start + 3 + k]
+        p.extend_to(start + 12)
+        return [p.states[start + k].z for k in range(13)]
+
+    a, b = path(1, 4, 0), path(2, 9, 3)
+    for za, zb in zip(a, b):
+        np.testing.assert_allclose(za, zb, atol=1e-6)
+    c = path(1, 4, 0)
+    p, _ = planner(seed=0)
+    p.apply(StartWalk(0.5, 1, seed=12), 4)
+    p.extend_to(16)
+    assert angle_between(p.states[16].z, c[12]) > 0.1  # another seed, another path
+
+
+def test_requests_landing_on_the_same_bar_compose():
+    p, z0 = planner()
+    z1 = random_latents(1, Z, np.random.default_rng(8))[0]
+    # A temperature, then a sample: the sample plays at that temperature.
+    p.apply(SetTemperature(2.0), 3)
+    p.apply(Sample(z1, noise_seed=9), 3)
+    assert p.states[3].temperature == 2.0 and np.array_equal(p.states[3].z, z1)
+    # A sample, then a temperature: the sample is kept.
+    p.apply(Sample(z0, noise_seed=10), 5)
+    p.apply(SetTemperature(0.5), 5)
+    assert np.array_equal(p.states[5].z, z0) and p.states[5].temperature == 0.5
+    # A walk stopped, then a sample on that bar: the walk stays stopped.
+    p.apply(StartWalk(0.3, 1, seed=1), 7)
+    p.extend_to(9)
+    p.apply(StartWalk(0.0), 10)
+    p.apply(Sample(z1, noise_seed=11), 10)
+    p.extend_to(14)
+    assert p.states[10].walk is None and np.array_equal(p.states[14].z, z1)
+    # A sample, then a walk on that bar: the sample plays, the walk moves on from it.
+    p.apply(Sample(z0, noise_seed=12), 15)
+    p.apply(StartWalk(0.3, 1, seed=2), 15)
+    p.extend_to(16)
+    assert np.array_equal(p.states[15].z, z0)
+    assert angle_between(z0, p.states[16].z) == pytest.approx(0.3 * QUARTER_TURN, abs=1e-5)
