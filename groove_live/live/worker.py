@@ -285,6 +285,17 @@ class Worker:
     def _apply(self, commands: list[Command]) -> bool:
         planner = self.planner
         saved_states, saved_quantize = dict(planner.states), planner.quantize
+        try:
+            return self._apply_planned(commands, saved_states, saved_quantize)
+        except Exception:
+            # A request whose decode fails is dropped whole: the plan goes back to what was
+            # playing, so later bars are not planned from a groove that cannot be decoded.
+            planner.states, planner.quantize = saved_states, saved_quantize
+            raise
+
+    def _apply_planned(self, commands: list[Command], saved_states: dict,
+                       saved_quantize: str) -> bool:
+        planner = self.planner
         for _attempt in range(4):
             planner.states, planner.quantize = dict(saved_states), saved_quantize
             first_free = self.timeline.first_free_bar()
