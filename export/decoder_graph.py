@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from groove_live.pattern import OFFSET_MAX
 from groove_live.spec import ModelSpec
 
 from ..train.model import MIN_SIGMA
@@ -36,7 +37,6 @@ from ..train.model import MIN_SIGMA
 OPSET = 17
 MS_DOMAIN = "com.microsoft"
 VARIANTS = ("fp32", "int8")
-OFFSET_MAX = 0.5 - 1e-6  # Decoder.choose clamps offsets to [-0.5, 0.5 - 1e-6]
 
 
 def _gates(w: np.ndarray, order: str) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .attributes import Attributes, AttributesError, read_attributes
 from .latent import random_latents, slerp_path
-from .limits import DEFAULT_TEMPERATURE
+from .limits import DEFAULT_TEMPERATURE, NOISE_EPS
 from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
 from .spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY, ModelSpec,
@@ -40,8 +40,6 @@ MAX_FILE_NAME_CHARS = 255
 VARIANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-# Uniform noise is kept inside (0, 1): logit(0) would be -inf and 0 * -inf (temperature 0) NaN.
-NOISE_EPS = 2.0 ** -24
 
 
 class EngineError(RuntimeError):
@@ -312,15 +310,20 @@ class Engine:
             raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
         return DECODE_PATHS[self.spec.kind](self, z, t, hit_noise, cont_noise, control)
 
+    def _feed(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
+              cont_noise: np.ndarray) -> dict[str, np.ndarray]:
+        """The decoder inputs every kind takes (z, temperature, noise), by the spec's names."""
+        return dict(zip(self.spec.decoder_inputs, (
+            z, np.ascontiguousarray(t), np.asarray(hit_noise, np.float32),
+            np.asarray(cont_noise, np.float32))))
+
     def _decode_groovae(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
                         cont_noise: np.ndarray, control: np.ndarray | None) -> Patterns:
         """Kind "groovae": z, temperature and noise in; hits, velocities, offsets out. The
         noise goes in as given (see tempered_noise for how sampling scales it)."""
         if control is not None:
             raise EngineError(f"{self.path}: a sampling GrooVAE takes no control pattern")
-        feed = dict(zip(self.spec.decoder_inputs, (
-            z, np.ascontiguousarray(t), np.asarray(hit_noise, np.float32),
-            np.asarray(cont_noise, np.float32))))
+        feed = self._feed(z, t, hit_noise, cont_noise)
         hits, velocities, offsets = self._decoder.run(list(self.spec.decoder_outputs), feed)
         return Patterns(hits, velocities, offsets)
 
@@ -334,9 +337,7 @@ class Engine:
         if control is None or np.shape(control) != want:
             raise EngineError(f"{self.path}: a {spec.task} model needs its input pattern as "
                               f"{want}, got {None if control is None else np.shape(control)}")
-        feed = dict(zip(spec.decoder_inputs, (
-            z, np.ascontiguousarray(t), np.asarray(hit_noise, np.float32),
-            np.asarray(cont_noise, np.float32))))
+        feed = self._feed(z, t, hit_noise, cont_noise)
         feed[spec.controls[0].name] = np.ascontiguousarray(control, np.float32)
         outputs = self._decoder.run(list(spec.decoder_outputs), feed)
         # Callers play these as they are (a finished pattern), so a graph that returns anything

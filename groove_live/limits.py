@@ -31,5 +31,9 @@ DRUM_CHANNEL = 9
 # onsets, and short notes keep a DAW's piano roll readable.
 NOTE_LENGTH_STEPS = 0.5
 
+# Uniform noise fed to a decoder is kept inside (0, 1): logit(0) would be -inf, and 0 * -inf
+# (temperature 0) NaN.
+NOISE_EPS = 2.0 ** -24
+
 # How early /groove/bar may be asked to go out before its downbeat.
 MAX_BAR_LOOKAHEAD_MS = 2000.0

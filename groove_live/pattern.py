@@ -12,6 +12,8 @@ import numpy as np
 from .spec import ModelSpec
 
 OFFSET_LIMIT = 0.5  # offsets live in [-0.5, 0.5) of a step
+# The largest offset a model writes: its own step's half, never the next step's downbeat.
+OFFSET_MAX = OFFSET_LIMIT - 1e-6
 
 
 @dataclass

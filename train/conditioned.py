@@ -26,15 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groove_live.pattern import Patterns
+from groove_live.limits import NOISE_EPS
+from groove_live.pattern import OFFSET_MAX, Patterns
 from groove_live.spec import ModelSpec
 from groove_live.transforms import generated_voices, task_input
 
 from .config import ModelConfig
 from .model import Encoder, _gaussian_nll, kl_divergence, split_heads
 
-OFFSET_MAX = 0.5 - 1e-6  # offsets are clamped to [-0.5, 0.5): a step's own half, as GrooVAE's
-NOISE_EPS = 2.0 ** -24  # uniform noise is kept in (0, 1): logit(0) is -inf
 
 
 class ConditionedDecoder(nn.Module):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groove_live.pattern import OFFSET_MAX
 from groove_live.spec import ModelSpec
 
 from .config import ModelConfig, spec_for
@@ -110,7 +111,7 @@ class Decoder(nn.Module):
             vel = vel + heads["velocity_std"][:, 0] * cont_noise[:, :c]
             off = off + heads["offset_std"][:, 0] * cont_noise[:, c:]
         vel = vel.clamp(0.0, 1.0) * hits
-        off = off.clamp(-0.5, 0.5 - 1e-6) * hits
+        off = off.clamp(-0.5, OFFSET_MAX) * hits
         return hits, vel, off
 
     def sample(self, z: torch.Tensor, temperature: float = 1.0, greedy: bool = False,

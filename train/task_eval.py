@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from groove_live.atomic_io import atomic_path
-from groove_live.pattern import OFFSET_LIMIT, Patterns
+from groove_live.pattern import OFFSET_LIMIT, OFFSET_MAX, Patterns
 from groove_live.spec import TASKS, ModelSpec
 from groove_live.step_pattern import parse_step_pattern
 from groove_live.transforms import FIXED_VELOCITY, HIHAT_VOICES, task_input
@@ -55,7 +55,6 @@ OUT_OF_SET_SPREAD_GOAL = 0.7
 # Each hand-written pattern is humanized this many times (each row draws its own feel from the
 # prior), so its spreads are over a few thousand hits rather than a few dozen.
 OUT_OF_SET_REPEATS = 32
-OFFSET_MAX = OFFSET_LIMIT - 1e-6
 
 # Drum-machine patterns as a live coder would type them: 2 bars, quantized, one flat velocity
 # ("x" only). A 16-step string repeats for both bars.

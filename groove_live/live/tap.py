@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pattern import Patterns
+from ..pattern import OFFSET_MAX, Patterns
 from ..spec import ModelSpec
 from ..transforms import TAP_VOICE
 
@@ -64,7 +64,7 @@ def place(t_s: float, grid: Grid, steps_per_bar: int) -> tuple[int, int, float]:
     offset = position - step
     if step >= steps_per_bar:  # just before the next bar line: that bar's first step, early
         bar, step = bar + 1, step - steps_per_bar
-    return bar, int(step), float(min(max(offset, -0.5), 0.5 - 1e-6))
+    return bar, int(step), float(min(max(offset, -0.5), OFFSET_MAX))
 
 
 class TapRecorder:

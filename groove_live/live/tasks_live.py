@@ -143,7 +143,8 @@ class LiveTasks:
         if args and isinstance(args[0], (int, float)) and not isinstance(args[0], bool):
             temperature, args = float(args[0]), args[1:]
             if not 0.0 <= temperature <= MAX_TEMPERATURE:
-                raise TaskError(f"temperature must be in [0, 5], got {temperature:g}")
+                raise TaskError(f"temperature must be in [0, {MAX_TEMPERATURE:g}], got "
+                                f"{temperature:g}")
         try:
             pattern = parse_step_pattern(pairs_from_args(args), engine.spec)
         except StepPatternError as e:

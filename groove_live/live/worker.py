@@ -217,11 +217,7 @@ class Worker:
                 bars = request.render()
             except Exception as e:  # a failing task model must not stop the music
                 self.decode_errors += 1
-                self.last_error = f"{type(e).__name__}: {e}"
-                print(f"groove-live: {request.source} failed ({self.last_error}); playing on",
-                      file=sys.stderr)
-                if request.on_error is not None:
-                    request.on_error(f"{request.source} failed: {e}")
+                self._failed(request.source, e, request.on_error)
                 return None
             self.decode_max_s = max(self.decode_max_s, time.perf_counter() - t0)
             self.decodes += 1
