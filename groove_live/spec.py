@@ -29,19 +29,28 @@ EXPORT_KEY = "groove_live.export"  # JSON: how and from what the file was export
 ATTRIBUTES_KEY = "groove_live.attributes"
 METADATA_KEYS = (METADATA_KEY, ROLE_KEY, ENCODER_KEY, VARIANT_KEY, EXPORT_KEY, ATTRIBUTES_KEY)
 
-# Model kinds: what the decoder outputs and so which decode path a consumer needs. Only
-# "groovae" is implemented today; the others are reserved so that specs naming them are
-# understood (and refused by a runtime that cannot decode them) rather than misread.
+# Model kinds: what the decoder outputs and so which decode path a consumer needs. "pitched" is
+# reserved so that specs naming it are understood (and refused by a runtime that cannot decode
+# it) rather than misread.
 KINDS = {
     "groovae": "continuous: per-step hits, velocities and timing offsets per drum voice",
-    "categorical": "reserved: MusicVAE drums, one class out of 2^voices per step",
-    "hierarchical": "reserved: MusicVAE 16-bar, a conductor RNN over per-bar decoders",
+    "categorical": "MusicVAE drums: one class out of 2^voices per step (which voices hit), "
+                   "quantized, one flat autoregressive decoder",
+    "hierarchical": "MusicVAE hierarchical drums: classes as 'categorical', a conductor RNN "
+                    "emitting one embedding per bar, each bar decoded from its embedding",
     "conditioned": "GrooVAE humanize/drumify/infill: the decoder also takes the task's input "
                    "pattern as a per-step control",
     "pitched": "reserved: pitched voices (e.g. a GAN), pitch per voice and step",
 }
 # Kinds whose decoder takes per-step controls (and must name at least one).
 CONTROLLED_KINDS = ("conditioned",)
+# Kinds that model a step as one class out of 2^voices (bit k set = voice k hits). Their
+# decoder graphs still return the standard (hits, velocities, offsets) tensors: hits from the
+# class, velocities at one fixed level, offsets 0 (a quantized pattern), so every consumer plays
+# them as it plays a GrooVAE. Their hit noise is uniform per step and class (Gumbel-max).
+CATEGORICAL_KINDS = ("categorical", "hierarchical")
+# 2^12 classes per step at most: the output layer and the per-step noise grow as 2^voices.
+MAX_CATEGORICAL_DRUMS = 12
 # GrooVAE's tasks, each a model of kind "conditioned": the runtime turns a user's pattern into
 # the model's control with the task's transformation (groove_live/transforms.py), and the graph
 # returns the finished pattern (humanize keeps the control's hits; infill keeps every voice but
@@ -225,11 +234,16 @@ class ModelSpec:
         d = self.to_dict()
         return {name: d[name] for name in DATA_SHAPE_FIELDS}
 
+    @property
+    def n_classes(self) -> int:
+        """Classes per step of a categorical kind: every subset of the voices."""
+        return 1 << self.n_drums
+
     def window_spec(self) -> "ModelSpec":
-        """The spec of the played windows this model learns from. A task model reads the same
-        windows as a GrooVAE and makes its controls from them, so its data cache is that of a
-        GrooVAE of the same shape."""
-        if self.kind != "conditioned":
+        """The spec of the played windows this model learns from. Every drum kind reads the
+        same cached windows as a GrooVAE of its shape: a task model makes its controls from
+        them, a categorical or hierarchical model keeps their hits (quantizes them)."""
+        if self.kind == "groovae":
             return self
         return self.replace(kind="groovae", controls=(), task="")
 
@@ -250,10 +264,12 @@ class ModelSpec:
         """The shape of every graph tensor, by graph part ("decoder_inputs", ...) then tensor
         name, in feeding order; `batch` None stands for the dynamic batch dimension. The one
         statement of tensor shapes: export's checks and the engine's read it from here."""
-        if self.kind != "groovae" and self.kind != "conditioned":
+        if self.kind not in ("groovae", "conditioned", *CATEGORICAL_KINDS):
             raise SpecError(f"model spec kind {self.kind!r} has no tensor shape rules yet")
         b, t, c, z = batch, self.steps, self.n_drums, self.z_size
-        decoder_inputs = dict(zip(self.decoder_inputs, ((b, z), (b,), (b, t, c), (b, t, 2 * c))))
+        # A categorical step draws one class: uniform noise per class (Gumbel-max sampling).
+        hit_noise = (b, t, self.n_classes) if self.kind in CATEGORICAL_KINDS else (b, t, c)
+        decoder_inputs = dict(zip(self.decoder_inputs, ((b, z), (b,), hit_noise, (b, t, 2 * c))))
         decoder_inputs.update({ctl.name: (b, t, ctl.channels) for ctl in self.controls})
         return {
             "decoder_inputs": decoder_inputs,
@@ -337,6 +353,11 @@ class ModelSpec:
             raise SpecError(f"model spec steps_per_bar ({self.steps_per_bar}) must be a "
                             f"multiple of beats_per_bar ({self.beats_per_bar})")
         self._validate_drums()
+        if self.kind in CATEGORICAL_KINDS and self.n_drums > MAX_CATEGORICAL_DRUMS:
+            raise SpecError(f"model spec of kind {self.kind!r} has {self.n_drums} drum classes; "
+                            f"at most {MAX_CATEGORICAL_DRUMS} (2^voices classes per step)")
+        if self.kind == "hierarchical" and self.bars < 2:
+            raise SpecError("model spec of kind 'hierarchical' needs at least 2 bars")
         for name, values in (("continuous_head", CONTINUOUS_HEADS),
                              ("velocity_encoding", VELOCITY_ENCODINGS),
                              ("offset_encoding", OFFSET_ENCODINGS)):

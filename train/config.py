@@ -26,6 +26,12 @@ class ModelConfig:
     continuous_head: str = "mean"
     free_bits: float = 48.0  # in bits, over the whole z (not per dimension)
     beta: float = 0.2
+    # Scheduled sampling (categorical kinds): k of Magenta's inverse-sigmoid schedule, the share
+    # of decoder inputs taken from the model's own draws being 1 - k / (k + exp(step / k));
+    # 0 = always teacher forcing.
+    sampling_rate: float = 0.0
+    # The hierarchical model's conductor LSTM (one step per bar); empty for every other kind.
+    conductor_rnn_sizes: tuple[int, ...] = ()
 
     @property
     def free_nats(self) -> float:
@@ -138,6 +144,81 @@ def _task_presets() -> dict[str, Preset]:
 PRESETS.update(_task_presets())
 
 
+# MusicVAE's drum models (train/categorical.py, train/hierarchical.py): quantized hits, one class
+# out of 2^9 per step. "Paper" presets have Magenta's sizes (for a GPU); "_cpu" ones train on 2
+# CPU cores in under 90 minutes and are sized so their exported files fit the wheel's budget
+# (about 3 MB each in fp32); "_tiny" ones are for tests.
+CAT_2BAR = {"kind": "categorical", "bars": 2, "steps_per_bar": 16}
+FLAT_16BAR = {"kind": "categorical", "bars": 16, "steps_per_bar": 16}
+HIER_16BAR = {"kind": "hierarchical", "bars": 16, "steps_per_bar": 16}
+_TINY_TRAIN = TrainConfig(batch_size=16, eval_every=100, eval_batches=4, checkpoint_every=100,
+                          log_every=10)
+
+
+def _musicvae_presets() -> dict[str, Preset]:
+    return {
+        # Magenta's cat-drums_2bar_small: BiLSTM 512, decoder 2 x 256, z 256, free bits 48,
+        # beta 0.2, no dropout, inverse-sigmoid scheduled sampling with rate 1000, batch 512.
+        "cat_drums_2bar_small": Preset(
+            "cat_drums_2bar_small",
+            ModelConfig(enc_rnn_sizes=(512,), dec_rnn_sizes=(256, 256), z_size=256, dropout=0.0,
+                        sampling_rate=1000.0),
+            TrainConfig(), dict(CAT_2BAR), model_name="cat_drums_2bar"),
+        "cat_drums_2bar_cpu": Preset(
+            "cat_drums_2bar_cpu",
+            ModelConfig(enc_rnn_sizes=(192,), dec_rnn_sizes=(128, 128), z_size=128, dropout=0.0,
+                        sampling_rate=1000.0),
+            TrainConfig(batch_size=128, max_steps=8000, eval_every=250, eval_batches=8,
+                        checkpoint_every=250),
+            dict(CAT_2BAR), model_name="cat_drums_2bar"),
+        "cat_drums_2bar_tiny": Preset(
+            "cat_drums_2bar_tiny",
+            ModelConfig(enc_rnn_sizes=(16,), dec_rnn_sizes=(16,), z_size=8, dropout=0.0,
+                        sampling_rate=100.0),
+            _TINY_TRAIN, dict(CAT_2BAR), model_name="cat_drums_2bar"),
+        # The paper's hierarchical model: encoder 2-layer BiLSTM 2048, z 512, conductor and
+        # bottom decoder 2 x 1024, free bits 256 (Magenta's hierdec configs).
+        "hierdec_drums_16bar": Preset(
+            "hierdec_drums_16bar",
+            ModelConfig(enc_rnn_sizes=(2048, 2048), dec_rnn_sizes=(1024, 1024), z_size=512,
+                        dropout=0.0, free_bits=256.0, conductor_rnn_sizes=(1024, 1024)),
+            TrainConfig(batch_size=256), dict(HIER_16BAR), model_name="hierdec_drums_16bar"),
+        "hierdec_drums_16bar_cpu": Preset(
+            "hierdec_drums_16bar_cpu",
+            ModelConfig(enc_rnn_sizes=(160,), dec_rnn_sizes=(128, 128), z_size=128, dropout=0.0,
+                        free_bits=64.0, conductor_rnn_sizes=(128,)),
+            TrainConfig(batch_size=64, max_steps=8000, eval_every=250, eval_batches=8,
+                        checkpoint_every=250),
+            dict(HIER_16BAR), model_name="hierdec_drums_16bar"),
+        "hierdec_drums_16bar_tiny": Preset(
+            "hierdec_drums_16bar_tiny",
+            ModelConfig(enc_rnn_sizes=(16,), dec_rnn_sizes=(16,), z_size=8, dropout=0.0,
+                        conductor_rnn_sizes=(16,)),
+            _TINY_TRAIN, dict(HIER_16BAR), model_name="hierdec_drums_16bar"),
+        # The flat 16-bar baseline of the paper's comparison: the same encoder and bottom
+        # decoder size, one decoder over all 256 steps, no conductor.
+        "flat_drums_16bar": Preset(
+            "flat_drums_16bar",
+            ModelConfig(enc_rnn_sizes=(2048, 2048), dec_rnn_sizes=(1024, 1024), z_size=512,
+                        dropout=0.0, free_bits=256.0),
+            TrainConfig(batch_size=256), dict(FLAT_16BAR), model_name="flat_drums_16bar"),
+        "flat_drums_16bar_cpu": Preset(
+            "flat_drums_16bar_cpu",
+            ModelConfig(enc_rnn_sizes=(160,), dec_rnn_sizes=(128, 128), z_size=128, dropout=0.0,
+                        free_bits=64.0),
+            TrainConfig(batch_size=64, max_steps=8000, eval_every=250, eval_batches=8,
+                        checkpoint_every=250),
+            dict(FLAT_16BAR), model_name="flat_drums_16bar"),
+        "flat_drums_16bar_tiny": Preset(
+            "flat_drums_16bar_tiny",
+            ModelConfig(enc_rnn_sizes=(16,), dec_rnn_sizes=(16,), z_size=8, dropout=0.0),
+            _TINY_TRAIN, dict(FLAT_16BAR), model_name="flat_drums_16bar"),
+    }
+
+
+PRESETS.update(_musicvae_presets())
+
+
 class PresetError(ValueError):
     """An unknown preset name: one line listing the known ones."""
 
@@ -166,8 +247,9 @@ LEGACY_SHAPE_FIELDS = ("steps_per_bar", "bars", "n_drums")
 
 def model_config_from_dict(d: dict) -> ModelConfig:
     d = {k: v for k, v in d.items() if k not in LEGACY_SHAPE_FIELDS}
-    for key in ("enc_rnn_sizes", "dec_rnn_sizes"):
-        d[key] = tuple(d[key])
+    for key in ("enc_rnn_sizes", "dec_rnn_sizes", "conductor_rnn_sizes"):
+        if key in d:
+            d[key] = tuple(d[key])
     return ModelConfig(**d)
 
 
