@@ -200,5 +200,52 @@ def evaluate_task(model_path, checkpoint, data_dir, split, out_path, seed, tempe
         click.echo(f"wrote {out_path}")
 
 
+@main.command("evaluate-musicvae")
+@click.option("--run", "run_dir", required=True, type=click.Path(),
+              help="Run folder of a categorical, hierarchical or GrooVAE model.")
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="Prepared dataset folder of the model's length (`prepare --bars N`).")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "validation", "test"]))
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Of the sampled column and of --structure's samples (greedy is always "
+                   "reported too).")
+@click.option("--structure", "n_structure", default=0, show_default=True,
+              type=click.IntRange(min=0),
+              help="Also sample this many phrases and compare their bar self-similarity and "
+                   "fills with the split's.")
+@click.option("--max-windows", type=click.IntRange(min=1),
+              help="Score this many windows spread over the split (default: all).")
+@click.option("--out", "out_path", type=click.Path(), help="Write every number here as JSON.")
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--seed", default=0, show_default=True, help="Seed of sampling and of the prior.")
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")
+def evaluate_musicvae(run_dir, data_dir, split, temperature, n_structure, max_windows, out_path,
+                      which, seed, batch, device, threads):
+    """MusicVAE's Table 1 (per-step accuracy, teacher-forced / greedy / sampled) and hit F1
+    against baselines; with --structure, bar self-similarity and fills against GMD."""
+    import torch
+
+    from .data import DataError
+    from .musicvae_eval import MusicVAEEvalError, evaluate_musicvae as run_eval
+    from .run import RunError
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        _fail("--device cuda, but torch sees no CUDA device")
+    try:
+        result = run_eval(run_dir, data_dir, split=split, temperature=temperature, seed=seed,
+                          max_windows=max_windows, structure=n_structure, batch_size=batch,
+                          which=which, device=device, out=out_path)
+    except (DataError, RunError, MusicVAEEvalError) as e:
+        _fail(str(e))
+    click.echo(result["table"])
+    if out_path:
+        click.echo(f"wrote {out_path}")
+
+
 if __name__ == "__main__":
     main()

@@ -8,10 +8,11 @@ that bar's embedding alone: initial state tanh(dense(embedding)), the embedding 
 input, classes out as in the flat model.
 
 One choice of ours: the bars' bottom decoders run side by side (as one batch of B x bars
-sequences), each bar starting from a silent "previous step". Magenta's hierarchical decoder can
-also pass each bar the previous bar's last output (autoregression across bars); dropping it
-makes decoding 16 bars take 16 sequential LSTM steps instead of 256, which is what lets a
-16-bar phrase decode in a few milliseconds live. Coherence across bars is the conductor's job
+sequences), each bar starting from a silent "previous step". Magenta's hierarchical decoder by
+default feeds each bar the previous bar's last output (autoregression across bars; its
+`disable_autoregression` option turns that off, as we always do). Without it, decoding 16 bars
+takes 16 sequential LSTM steps instead of 256, which is what lets a 16-bar phrase decode in a
+few milliseconds live. Coherence across bars is the conductor's job
 either way.
 
 Encoder, losses and sampling are the flat model's (train/categorical.py).
