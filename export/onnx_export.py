@@ -31,8 +31,8 @@ from groove_live.spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, V
                               ModelSpec)
 
 from ..train.run import RunError, load_model, weights_path
-from .conditioned_graph import build_conditioned_decoder
 from .decoder_graph import OPSET, VARIANTS, build_decoder
+from .traced_graph import build_traced_decoder
 from .verify import VerificationError, compare_variant, median_latency_s, verify_against_torch
 
 ROUTE = "hand-built Scan over steps (layer 0 z-share precomputed, LSTM ops above)"
@@ -53,6 +53,11 @@ def _loop_size(graph: onnx.ModelProto) -> str:
             f" per step")
 
 
+def _unrolled_size(graph: onnx.ModelProto) -> str:
+    lstm = sum(node.op_type == "LSTM" for node in graph.graph.node)
+    return f"{len(graph.graph.node)} nodes, {lstm} LSTM nodes (layers x steps unrolled)"
+
+
 # The decoder export of each model kind; a new kind adds a line (see docs/adding-a-model.md).
 DECODER_EXPORTS = {
     "groovae": DecoderExport(lambda model, spec, variant: build_decoder(model.decoder, spec,
@@ -61,11 +66,23 @@ DECODER_EXPORTS = {
     # Task models are fp32 only for now: an int8 decoder would need its own tolerance check
     # against fp32 (the int8 route above is built for GrooVAE's step loop), and its speed-up
     # is unmeasured.
-    "conditioned": DecoderExport(lambda model, spec, variant: build_conditioned_decoder(model,
-                                                                                        spec),
+    "conditioned": DecoderExport(lambda model, spec, variant: build_traced_decoder(
+                                     model, spec, f"{spec.task}_decoder"),
                                  "torch.onnx TorchScript export of ConditionedVAE.sample "
                                  "(one bidirectional LSTM pass)", ("fp32",),
                                  lambda graph: f"{len(graph.graph.node)} nodes, no step loop"),
+    # MusicVAE drums: the traced step loop unrolls (one LSTM node per layer and step). fp32
+    # only: an int8 class decoder would need its own check of how often the drawn class
+    # changes against fp32, and its speed-up is unmeasured.
+    "categorical": DecoderExport(lambda model, spec, variant: build_traced_decoder(
+                                     model, spec, f"{spec.model_name}_decoder"),
+                                 "torch.onnx TorchScript export of CategoricalVAE.sample "
+                                 "(the step loop unrolled)", ("fp32",), _unrolled_size),
+    "hierarchical": DecoderExport(lambda model, spec, variant: build_traced_decoder(
+                                      model, spec, f"{spec.model_name}_decoder"),
+                                  "torch.onnx TorchScript export of HierarchicalVAE.sample "
+                                  "(conductor, then one bar's step loop unrolled, bars side by "
+                                  "side)", ("fp32",), _unrolled_size),
 }
 
 
@@ -161,7 +178,9 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
                           f"{', '.join(how.variants)} only, not {variant}")
     out_path = Path(out_path) if out_path is not None else default_out_path(run_dir, spec, variant)
     log(f"[1/{stages}] run {run_dir}: {source.name} ({spec.run_id}), preset {spec.preset or '?'}"
-        f", {cfg.continuous_head} head, z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}")
+        f", kind {spec.kind}"
+        + (f", {cfg.continuous_head} head" if spec.kind in ("groovae", "conditioned") else "")
+        + f", z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}")
 
     info = {"route": how.route, "source": f"{run_dir.resolve().name}/{source.name}",
             "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

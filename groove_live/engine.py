@@ -8,10 +8,11 @@ files may come from anyone, so every metadata entry is checked before use: the s
 field, the encoder name as a plain file name beside the decoder, the role and variant as known
 words. Tensor names and shapes are the spec's (`ModelSpec.io_shapes`), never restated here.
 
-Two kinds of model are decoded: a sampling GrooVAE (kind "groovae": `sample`, `decode`,
-`interpolate`) and GrooVAE's task models (kind "conditioned", `task` humanize / drumify /
-infill: `transform` turns a user's pattern into the finished pattern). Each refuses the other's
-calls with one line saying which command fits.
+Sampling models (`sample`, `decode`, `interpolate`) are a GrooVAE (kind "groovae") and
+MusicVAE's drum models (kinds "categorical" and "hierarchical": one class out of 2^voices per
+step, a quantized pattern out, velocity fixed and offsets 0). GrooVAE's task models (kind
+"conditioned", `task` humanize / drumify / infill) `transform` a user's pattern into the
+finished pattern. Each refuses the other's calls with one line saying which command fits.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ from .latent import random_latents, slerp_path
 from .limits import DEFAULT_TEMPERATURE, NOISE_EPS
 from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
-from .spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY, ModelSpec,
-                   SpecError)
-from .transforms import task_input
+from .spec import (CATEGORICAL_KINDS, ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY,
+                   VARIANT_KEY, ModelSpec, SpecError)
+from .transforms import FIXED_VELOCITY, task_input
 
 # The model shipped inside the package (written by `groove-export onnx`, see MODEL_CARD.md).
 BUNDLED_MODEL_PATH = Path(__file__).resolve().parent / "models" / "groovae.onnx"
@@ -243,6 +244,17 @@ class Engine:
         """"" for a sampling GrooVAE, else the task model's task (humanize, drumify, infill)."""
         return self.spec.task
 
+    @property
+    def what(self) -> str:
+        """The model in a few words, for messages: "a sampling GrooVAE", "a humanize model",
+        "a hierarchical MusicVAE drum model (16 bars)"."""
+        s = self.spec
+        if s.task:
+            return f"a {s.task} model"
+        if s.kind in CATEGORICAL_KINDS:
+            return f"a {s.kind} MusicVAE drum model ({s.bars} bars)"
+        return "a sampling GrooVAE"
+
     def _refuse_task_model(self, call: str) -> None:
         if self.task:
             raise EngineError(f"{self.path}: a {self.task} model, which transforms patterns "
@@ -286,9 +298,24 @@ class Engine:
         self._refuse_task_model("decoding")
         return self._decode(self._latents(z), temperature, np.random.default_rng(seed))
 
-    def noise(self, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """The decoder's sampling noise: uniform (B, T, C) for hits, normal (B, T, 2C)."""
-        shape = (batch, self.spec.steps, self.spec.n_drums)
+    def noise(self, batch: int, rng: np.random.Generator | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The decoder's sampling noise: uniform (B, T, C) for hits, normal (B, T, 2C).
+
+        A categorical kind draws one class per step by Gumbel-max, so its hit noise is uniform
+        per step and class, (B, T, 2^C); it has no velocity or timing to draw, so its (B, T, 2C)
+        continuous noise, an input nothing in its graph reads, is zeros. rng None (a categorical
+        kind only): zero hit noise too, for a decode at temperature 0, which ignores it."""
+        spec = self.spec
+        shape = (batch, spec.steps, spec.n_drums)
+        if spec.kind in CATEGORICAL_KINDS and rng is None:
+            return (np.zeros((batch, spec.steps, spec.n_classes), np.float32),
+                    np.zeros((*shape[:2], 2 * shape[2]), np.float32))
+        if spec.kind in CATEGORICAL_KINDS:
+            # 131072 values for a 16-bar phrase (~1 ms of one core); the graph clamps them away
+            # from 0 and 1 itself, so no clip pass here.
+            hit_noise = rng.random((batch, spec.steps, spec.n_classes), dtype=np.float32)
+            return hit_noise, np.zeros((*shape[:2], 2 * shape[2]), np.float32)
         hit_noise = rng.random(shape, dtype=np.float32)
         np.clip(hit_noise, NOISE_EPS, 1.0 - NOISE_EPS, out=hit_noise)
         cont_noise = rng.standard_normal((*shape[:2], 2 * shape[2]), dtype=np.float32)
@@ -348,6 +375,24 @@ class Engine:
                               f"{want[0]} finished patterns (wrong shape or non-finite values)")
         return Patterns(*outputs)
 
+    def _decode_classes(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
+                        cont_noise: np.ndarray, control: np.ndarray | None) -> Patterns:
+        """Kinds "categorical" and "hierarchical": z, temperature and uniform noise per step and
+        class in; the quantized pattern out (hits of the drawn class, velocity fixed, offsets
+        0). Temperature 0 is the most likely class at every step, whatever the noise."""
+        spec = self.spec
+        if control is not None:
+            raise EngineError(f"{self.path}: a {spec.kind} model takes no control pattern")
+        want = (z.shape[0], spec.steps, spec.n_drums)
+        outputs = self._decoder.run(list(spec.decoder_outputs),
+                                    self._feed(z, t, hit_noise, cont_noise))
+        # Played as they are, so a hostile or broken graph is refused rather than sent on.
+        if any(a.shape != want or not np.isfinite(a).all() for a in outputs):
+            raise EngineError(f"{self.path}: the decoder returned something other than "
+                              f"{want[0]} patterns of {want[1]} x {want[2]} (wrong shape or "
+                              f"non-finite values)")
+        return Patterns(*outputs)
+
     def transform(self, patterns: Patterns, temperature: float = DEFAULT_TEMPERATURE,
                   seed: int | None = None,
                   z: np.ndarray | None = None) -> Patterns:
@@ -362,7 +407,7 @@ class Engine:
         """
         spec = self.spec
         if not self.task:
-            raise EngineError(f"{self.path}: a sampling GrooVAE, not a task model "
+            raise EngineError(f"{self.path}: {self.what}, not a task model "
                               f"(humanize, drumify or infill); it cannot transform patterns")
         if not isinstance(patterns, Patterns):
             raise EngineError(f"a {self.task} model transforms Patterns, not "
@@ -415,7 +460,11 @@ class Engine:
         return (cont_noise * t[:, None, None]).astype(np.float32)
 
     def _decode(self, z: np.ndarray, temperature, rng: np.random.Generator) -> Patterns:
-        hit_noise, cont_noise = self.noise(z.shape[0], rng)
+        if self.spec.kind in CATEGORICAL_KINDS and np.all(np.asarray(temperature) == 0):
+            # Greedy: the graph multiplies the noise by 0, so skip drawing 2^C values per step.
+            hit_noise, cont_noise = self.noise(z.shape[0], None)
+        else:
+            hit_noise, cont_noise = self.noise(z.shape[0], rng)
         return self.decode_noise(z, temperature, hit_noise,
                                  self.tempered_noise(cont_noise, temperature))
 
@@ -459,6 +508,19 @@ class Engine:
                                  self.tempered_noise(np.repeat(cont_noise, steps, 0),
                                                      temperature))
 
+    def _describe_heads(self) -> list[str]:
+        s = self.spec
+        if s.kind in CATEGORICAL_KINDS:
+            return [f"heads       one class of {s.n_classes} per step (which voices hit), "
+                    f"Gumbel-max at T (0 = most likely); quantized: velocity "
+                    f"{FIXED_VELOCITY:g} on every hit, offsets 0"
+                    + ("; a conductor RNN emits one embedding per bar, bars decoded from it"
+                       if s.kind == "hierarchical" else "")]
+        return [f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset "
+                + ("drawn from a learned Gaussian, noise x T" if s.continuous_head == "gaussian"
+                   else "the mean (Magenta)"),
+                f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}"]
+
     def describe(self) -> str:
         """The spec and where the model came from, for `groove-live info`."""
         s = self.spec
@@ -473,12 +535,9 @@ class Engine:
             f"kind        {s.kind}" + (f" ({s.task})" if s.task else "")
             + (f", controls {', '.join(f'{c.name} ({c.channels})' for c in s.controls)}"
                if s.controls else ""),
-            f"pattern     {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
+            f"phrase      {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
             f"{s.n_drums} drums, z size {s.z_size}",
-            f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset "
-            + ("drawn from a learned Gaussian, noise x T" if s.continuous_head == "gaussian"
-               else "the mean (Magenta)"),
-            f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}",
+            *self._describe_heads(),
             f"decoder     {', '.join((*s.decoder_inputs, *(c.name for c in s.controls)))} -> "
             f"{', '.join(s.decoder_outputs)}",
             f"encoder     {', '.join(s.encoder_inputs)} -> {', '.join(s.encoder_outputs)}",
@@ -504,6 +563,8 @@ def _confirm_providers(session: ort.InferenceSession, asked: list[str], path: Pa
 DECODE_PATHS = {
     "groovae": Engine._decode_groovae,
     "conditioned": Engine._decode_conditioned,
+    "categorical": Engine._decode_classes,
+    "hierarchical": Engine._decode_classes,
 }
 
 

@@ -190,3 +190,56 @@ def fails(one_line_failure):
         assert result.exit_code == 2, result.exit_code
         return line
     return check
+
+
+# MusicVAE drum models (kinds categorical and hierarchical): cat_drums_2bar_tiny and
+# hierdec_drums_16bar_tiny exports, rebuilt by tests/fixtures/make_toy_musicvae_models.py
+TOY_MUSICVAE_MODELS = {"categorical": FIXTURES / "toy_cat_drums_2bar.onnx",
+                       "hierarchical": FIXTURES / "toy_hierdec_drums_16bar.onnx"}
+
+
+@pytest.fixture(scope="session")
+def toy_musicvae_model_path():
+    """toy_musicvae_model_path(kind) -> the committed export of that kind's tiny preset
+    ("categorical": 2 bars, "hierarchical": 16 bars; no torch needed to use it); its encoder is
+    beside it."""
+    def path(kind: str) -> Path:
+        return TOY_MUSICVAE_MODELS[kind]
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_musicvae_export(tmp_path_factory):
+    """toy_musicvae_export(preset) -> ToyExport: a MusicVAE drum preset (e.g.
+    cat_drums_2bar_tiny, hierdec_drums_16bar_tiny, flat_drums_16bar_tiny) trained a few steps on
+    the GMD fixture's windows of its bars and exported, once per preset per session. Three
+    fixture files are 16 bars or longer, so a 16-bar cache has a window in every split."""
+    made: dict[str, ToyExport] = {}
+    root = tmp_path_factory.mktemp("toy_musicvae_export")
+
+    def make(preset: str) -> ToyExport:
+        if preset not in made:
+            import torch
+
+            from groove_live.export.onnx_export import export_run
+            from groove_live.train.config import get_preset
+            from groove_live.train.data import PrepareOptions, prepare
+            from groove_live.train.fit import fit
+            from groove_live.train.run import load_model
+
+            bars = get_preset(preset).spec_fields["bars"]
+            data = root / f"data_{bars}bar"
+            prepare(GMD, data, PrepareOptions(bars=bars), progress=False)  # cached if there
+            run = root / f"run_{preset}"
+            threads = torch.get_num_threads()
+            try:
+                fit(run, data, preset, None,
+                    {"max_steps": 8, "eval_every": 8, "checkpoint_every": 8},
+                    progress=False, threads=1)
+            finally:
+                torch.set_num_threads(threads)
+            result = export_run(run, root / f"{preset}.onnx")
+            made[preset] = ToyExport(run, result.decoder_path, load_model(run)[0], result)
+        return made[preset]
+
+    return make

@@ -70,9 +70,8 @@ def test_unknown_schema_is_refused(toy_model_path, tmp_path):
 
 
 @pytest.mark.parametrize("kind, says", [
-    ("categorical", "a 'categorical' model, which this groove-live cannot decode (it decodes: "
-                    "groovae, conditioned)"),
-    ("pitched", "cannot decode"),
+    ("pitched", "a 'pitched' model, which this groove-live cannot decode (it decodes: "
+                "groovae, conditioned, categorical, hierarchical)"),
     ("gan", "kind 'gan' is unknown"),
 ])
 def test_a_kind_this_runtime_does_not_decode_is_refused(toy_model_path, tmp_path, kind, says):
@@ -85,7 +84,8 @@ def test_a_kind_this_runtime_does_not_decode_is_refused(toy_model_path, tmp_path
 
 def test_decode_paths_cover_the_implemented_kinds_only():
     from groove_live.spec import KINDS
-    assert set(engine_module.DECODE_PATHS) == {"groovae", "conditioned"}
+    assert set(engine_module.DECODE_PATHS) == {"groovae", "conditioned", "categorical",
+                                               "hierarchical"}
     assert set(KINDS) > set(engine_module.DECODE_PATHS)
 
 
