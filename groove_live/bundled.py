@@ -16,6 +16,16 @@ from .spec import SpecError
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "groovae"  # the sampling GrooVAE: sample, interpolate, info and serve
 MODEL_SUFFIX = ".onnx"
+# The names a groove-live release bundles, and what each is; an install may lack some (a slim
+# build, a model not trained yet), so the lookup says so rather than "unknown".
+KNOWN_MODELS = {
+    "groovae": "GrooVAE sampling model with velocity and timing",
+    "humanize": "GrooVAE humanize task",
+    "drumify": "GrooVAE drumify task, Tap2Drum",
+    "infill": "GrooVAE hi-hat infill task",
+    "cat_drums_2bar": "MusicVAE categorical drums, 2 bars quantized",
+    "hierdec_drums_16bar": "MusicVAE hierarchical drums, 16 bars quantized",
+}
 
 
 def bundled_models(models_dir: Path | None = None) -> list[tuple[str, Path]]:
@@ -50,8 +60,9 @@ def resolve_model(name_or_path: str | Path | None, default: str = DEFAULT_MODEL,
         if text in models:
             return models[text]
         names = ", ".join(models) or "none (this install has no bundled model)"
-        raise EngineError(f"no bundled model {text!r}; bundled: {names} (or give the path of "
-                          f"an .onnx file)")
+        what = f"no bundled model {text!r}" + (
+            f" ({KNOWN_MODELS[text]}: not in this install)" if text in KNOWN_MODELS else "")
+        raise EngineError(f"{what}; bundled: {names} (or give the path of an .onnx file)")
     path = Path(text)
     if not path.is_file():
         raise EngineError(f"{path}: no such model file")

@@ -17,6 +17,10 @@ from .midi_io import DEFAULT_BPM, read_pattern, write_pattern
 from .pattern import Patterns
 
 
+# Keys the humanize pass's seed apart from the sampling seed it is derived from.
+HUMANIZE_SEED_KEY = 1
+
+
 class OfflineError(ValueError):
     """A request the user can fix (unwritable folder, no matplotlib for --png): one line."""
 
@@ -135,14 +139,29 @@ def steered_sample(engine: Engine, n: int, steer: Steer, temperature: float,
 def sample_files(engine: Engine, n: int, out_dir: str | Path,
                  temperature: float = DEFAULT_TEMPERATURE, bpm: float = DEFAULT_BPM,
                  seed: int | None = None, png: bool = False, now: datetime | None = None,
-                 steer: Steer | None = None) -> list[Path]:
-    """`groove-live sample`: n prior samples as MIDI files (steered when `steer` is active)."""
+                 steer: Steer | None = None, humanizer: Engine | None = None) -> list[Path]:
+    """`groove-live sample`: n prior samples as MIDI files (steered when `steer` is active).
+    humanizer: a humanize model that plays each sample (quantized or not) with its velocity
+    and timing, window by window (groove_live.tasks.groove_patterns): Magenta Studio's
+    generate-then-groove chain for the quantized MusicVAE drum models."""
+    if humanizer is not None:
+        from .tasks import check_humanizer  # tasks imports this module
+
+        check_humanizer(humanizer, engine.spec, f"{engine.path}'s phrase")  # before any work
     if steer is not None and steer.active:
         patterns = steered_sample(engine, n, steer, temperature, seed)
         title = f"T={temperature:g} {steer.title()}"
     else:
         patterns = engine.sample(n, temperature=temperature, seed=seed)
         title = f"T={temperature:g}"
+    if humanizer is not None:
+        from .tasks import groove_patterns
+
+        # Its own seed, fixed by --seed too: the same seed gives the same performance.
+        groove_seed = None if seed is None else int(
+            np.random.default_rng([seed, HUMANIZE_SEED_KEY]).integers(SEED_LIMIT))
+        patterns = groove_patterns(humanizer, patterns, temperature, groove_seed)
+        title += " humanized"
     return write_patterns(patterns, engine, out_dir, "sample", bpm, png, title=title, now=now)
 
 

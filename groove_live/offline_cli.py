@@ -77,15 +77,21 @@ def _run(fn, *args, **kwargs):
               help="Kick and snare on the beat (-1) to off the beat (+1), by quartiles as "
                    "--density.")
 @click.option("--fill", is_flag=True, help="Steer toward the dataset's fills.")
+@click.option("--humanize", "humanize_model", metavar="[NAME|PATH]", is_flag=False,
+              flag_value="humanize", default=None,
+              help="Play each sample with a humanize model's velocity and timing (alone: the "
+                   "bundled humanize): quantized MusicVAE drums (cat_drums_2bar, "
+                   "hierdec_drums_16bar) become a played groove.")
 def sample(n, temperature, bpm, out_dir, seed, model, png, style, style_amount, density,
-           syncopation, fill):
+           syncopation, fill, humanize_model):
     """Sample grooves from the prior and write them as MIDI files."""
     from .offline import Steer, sample_files
 
     engine = _engine(model)
+    humanizer = _engine(humanize_model, default="humanize") if humanize_model else None
     steer = Steer(style, style_amount, density, syncopation, fill)
     for path in _run(sample_files, engine, n, out_dir, temperature=temperature, bpm=bpm,
-                     seed=seed, png=png, steer=steer):
+                     seed=seed, png=png, steer=steer, humanizer=humanizer):
         click.echo(str(path))
 
 

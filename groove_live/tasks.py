@@ -148,6 +148,69 @@ def transform_phrases(engine: Engine, given: Patterns, amount: float = 1.0,
     return out
 
 
+def not_a_humanizer(engine: Engine) -> str:
+    s = engine.spec
+    kind = f"a {s.task} model" if s.task else f"a {s.kind} model"
+    return (f"{engine.path}: {kind}, not a humanize model; --humanize takes a humanize model "
+            f"(e.g. the bundled humanize)")
+
+
+def check_humanizer(humanizer: Engine, spec: ModelSpec, what: str = "the phrase") -> None:
+    """Refuse (one line) a humanizer that cannot play `spec`'s patterns: not a humanize model,
+    other voices or bar grid, or a phrase that is not a whole number of its windows."""
+    hs = humanizer.spec
+    if hs.task != "humanize":
+        raise TaskError(not_a_humanizer(humanizer))
+    if tuple(hs.drum_names) != tuple(spec.drum_names):
+        raise TaskError(f"{humanizer.path}: the humanize model's voices "
+                        f"({', '.join(hs.drum_names)}) differ from the pattern's "
+                        f"({', '.join(spec.drum_names)})")
+    if (hs.steps_per_bar, hs.beats_per_bar) != (spec.steps_per_bar, spec.beats_per_bar):
+        raise TaskError(f"{humanizer.path}: the humanize model's bar grid ({hs.steps_per_bar} "
+                        f"steps, {hs.beats_per_bar}/4) differs from the pattern's "
+                        f"({spec.steps_per_bar} steps, {spec.beats_per_bar}/4)")
+    if spec.steps % hs.steps:
+        raise TaskError(f"{what} is {spec.bars} bars, not a whole number of the humanize "
+                        f"model's {hs.bars}-bar windows")
+
+
+def groove_patterns(humanizer: Engine, patterns: Patterns, temperature: float = 1.0,
+                    seed: int | None = None) -> Patterns:
+    """Quantized patterns (N, S, C), S a multiple of the humanize model's window, played by
+    the humanize model window by window: the same hits, the model's velocity and timing
+    (Magenta Studio's generate-then-groove chain). One latent per pattern, shared by all its
+    windows, so a long phrase is played by one drummer; silent windows stay silent. The same
+    seed gives the same performance."""
+    hs = humanizer.spec
+    n, steps = len(patterns), patterns.hits.shape[1]
+    if hs.task != "humanize":
+        raise TaskError(not_a_humanizer(humanizer))
+    if patterns.hits.ndim != 3 or patterns.hits.shape[2] != hs.n_drums or steps % hs.steps:
+        raise TaskError(f"patterns of {steps} steps x {patterns.hits.shape[-1]} voices are not "
+                        f"whole {hs.bars}-bar windows of the humanize model's "
+                        f"{hs.n_drums} voices")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise TaskError(f"temperature must be 0 or more, got {temperature:g}")
+    per = steps // hs.steps
+    windows = Patterns(*(a.reshape(n * per, hs.steps, hs.n_drums)
+                         for a in (patterns.hits, patterns.velocities, patterns.offsets)))
+    active = np.flatnonzero(windows.hits.reshape(len(windows), -1).any(axis=1))
+    out = Patterns.empty(len(windows), hs)
+    if active.size:
+        rng = np.random.default_rng(seed)
+        # One feel per pattern, drawn before the noise: the same seed, the same drummer.
+        z = np.repeat(humanizer.feel_latents(n, temperature, rng), per, axis=0)[active]
+        noise_seed = int(rng.integers(2 ** 63))
+        chosen = Patterns(windows.hits[active], windows.velocities[active],
+                          windows.offsets[active])
+        made = humanizer.transform(chosen, temperature=temperature, seed=noise_seed, z=z)
+        made = blend_humanized(chosen, made, 1.0)  # humanize never adds or drops a note
+        for name in ("hits", "velocities", "offsets"):
+            getattr(out, name)[active] = getattr(made, name)
+    return Patterns(*(a.reshape(n, steps, hs.n_drums)
+                      for a in (out.hits, out.velocities, out.offsets)))
+
+
 def output_file(midi_in: Path, out_dir: Path, task: str) -> Path:
     """<input stem>.<task>.mid in out_dir, never the input itself."""
     path = output_path(out_dir, f"{midi_in.stem}.{task}.mid")

@@ -50,6 +50,28 @@ def _task_engines_factory(config: ServeConfig):
     return load
 
 
+def _humanizer_factory(config: ServeConfig):
+    """serve --humanize: the humanize model that plays every decoded phrase, checked against
+    the playing model; one that cannot do that stops serve with its one-line reason."""
+    if config.humanize in (None, "none"):
+        return None
+
+    def load(engine):
+        from ..bundled import resolve_model
+        from ..engine import Engine, EngineError
+        from ..offline import OfflineError
+        from ..spec import SpecError
+        from ..tasks import check_humanizer
+
+        try:
+            humanizer = Engine.load(resolve_model(config.humanize, default="humanize"))
+            check_humanizer(humanizer, engine.spec, f"{engine.spec.model_name}'s phrase")
+        except (EngineError, SpecError, OfflineError) as e:
+            raise ServeError(f"--humanize: {e}") from None
+        return humanizer
+    return load
+
+
 def _midi_in_factory(config: ServeConfig):
     if not config.midi_in:
         return None
@@ -120,6 +142,11 @@ def _midi_sinks(config: ServeConfig):
 @click.option("--humanize-model", metavar="NAME|PATH",
               help="Model for /groove/humanize: a bundled NAME, an .onnx PATH, or none "
                    "(default: the bundled humanize).")
+@click.option("--humanize", "humanize", metavar="[NAME|PATH|none]", is_flag=False,
+              flag_value="humanize", default=None,
+              help="Play every decoded phrase through a humanize model before it is heard "
+                   "(alone: the bundled humanize; none: off, the default): quantized MusicVAE "
+                   "drums (cat_drums_2bar, hierdec_drums_16bar) become a played groove.")
 @click.option("--drumify-model", metavar="NAME|PATH",
               help="Model for /groove/tap and --midi-in (default: the bundled drumify).")
 @click.option("--infill-model", metavar="NAME|PATH",
@@ -137,7 +164,8 @@ def _midi_sinks(config: ServeConfig):
                    "DIR/NAME.mid, /groove/save NAME writes the playing phrase there.")
 def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, model, latency_ms,
           bundles, bar_lookahead_ms, temperature, seed, quantize, stopped, humanize_model,
-          drumify_model, infill_model, tap_latency_ms, tap_bars, midi_in, library) -> None:
+          humanize, drumify_model, infill_model, tap_latency_ms, tap_bars, midi_in,
+          library) -> None:
     """Play grooves live: OSC control in, OSC hits / bars and MIDI notes out."""
     t0 = time.monotonic()
     if midi_virtual and midi_out:
@@ -159,9 +187,10 @@ def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, mo
             task_models=(("humanize", humanize_model), ("drumify", drumify_model),
                          ("infill", infill_model)),
             tap_latency_s=tap_latency_ms / 1000.0, tap_bars=tap_bars, midi_in=midi_in,
-            library=library)
+            library=library, humanize=humanize)
         run_server(config, _engine_factory(model), _midi_sinks, out=_echo, started_t_s=t0,
                    task_engines_factory=_task_engines_factory(config),
-                   midi_in_factory=_midi_in_factory(config))
+                   midi_in_factory=_midi_in_factory(config),
+                   humanizer_factory=_humanizer_factory(config))
     except ServeError as e:
         _fail(str(e))

@@ -19,6 +19,7 @@ from ..spec import ModelSpec
 from .guard import AddressRefused, parse_host
 from .library import LibraryError
 from .osc_wire import IMPULSE, Message, WireError, decode_packet, encode_message
+from .planner import latent_unit_bars, whole_units
 from .tap import MAX_LATENCY_MS, MAX_TAP_BARS
 from .steering import NO_STYLE, SteeringError
 from .tasks_live import TaskError
@@ -145,6 +146,7 @@ class OscApi:
     def __init__(self, controls: Controls) -> None:
         self.controls = controls
         self.spec = controls.spec
+        self.latent_unit_bars = latent_unit_bars(self.spec)
         self.routes: dict[str, Route] = {
             "/groove/sample": Route(self._sample, 2, "[temperature f] [seed i]"),
             "/groove/walk": Route(self._walk, 3, "[step f 0..1] [every_bars i] [seed i]"),
@@ -253,7 +255,9 @@ class OscApi:
         step = _float(args[0], "step", 0.0, 1.0) if args else 0.1
         every_bars = _int(args[1], "every_bars", 1, MAX_BARS) if len(args) > 1 else 1
         seed = _int(args[2], "seed", 0, SEED_LIMIT - 1) if len(args) > 2 else None
-        return [step, every_bars, self.controls.walk(step, every_bars, seed)]
+        # The ack says what the planner does: a MusicVAE drum model moves once a phrase.
+        return [step, whole_units(every_bars, self.latent_unit_bars),
+                self.controls.walk(step, every_bars, seed)]
 
     def _interpolate(self, args, sender) -> list:
         if not args:
@@ -261,7 +265,8 @@ class OscApi:
         bars = _int(args[0], "bars", 1, MAX_BARS)
         temperature = _float(args[1], "temperature", 0.0, MAX_TEMPERATURE) if len(args) > 1 else None
         seed = _int(args[2], "seed", 0, SEED_LIMIT - 1) if len(args) > 2 else None
-        return [bars, *self.controls.interpolate(bars, temperature, seed)]
+        return [whole_units(bars, self.latent_unit_bars),
+                *self.controls.interpolate(bars, temperature, seed)]
 
     def _tempo(self, args, sender) -> list:
         if not args:
@@ -407,7 +412,7 @@ class OscApi:
             raise ApiError("needs <name s> <bars i>")
         bars = _int(args[1], "bars", 1, MAX_BARS)
         self._library_call(lambda: library.morph(name, bars, sender))
-        return [_clip(name), bars]
+        return [_clip(name), whole_units(bars, self.latent_unit_bars)]
 
     def _save(self, args, sender) -> list:
         library, name = self._library(args, "<name s>")

@@ -13,9 +13,24 @@ import numpy as np
 
 from ..limits import QUANTIZE_MODES
 from ..latent import angle_between, slerp
+from ..spec import CATEGORICAL_KINDS, ModelSpec
 from .steering import Fill, Steer, fill_bar
 
 QUARTER_TURN = math.pi / 2  # a walk step of 1.0; about the angle between two prior samples
+
+
+def latent_unit_bars(spec: ModelSpec) -> int:
+    """How many bars one latent plays before it may move: 1 for a GrooVAE, whose bars are
+    decoded from the same latent whatever bar of the phrase they are; the whole phrase for a
+    MusicVAE drum model (categorical, hierarchical), whose autoregressive decode makes a
+    phrase that only holds together from its first bar on, so its latent moves between phrases
+    (walks and morphs step once per phrase)."""
+    return spec.bars if spec.kind in CATEGORICAL_KINDS else 1
+
+
+def whole_units(bars: int, unit_bars: int) -> int:
+    """bars rounded up to a whole number of latent units (phrases for a MusicVAE model)."""
+    return max(1, math.ceil(bars / unit_bars)) * unit_bars
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +51,7 @@ class Morph:
     z_to: np.ndarray
     start_bar: int
     bars: int  # bar start_bar + bars - 1 plays z_to
+    unit_bars: int = 1  # the latent moves every unit_bars bars (a phrase: latent_unit_bars)
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,17 +163,20 @@ def walk_rng(seed: int | None, k: int, fallback: np.random.Generator) -> np.rand
 
 
 def morph_z(morph: Morph, bar: int) -> np.ndarray:
-    k = bar - morph.start_bar + 1  # 1 .. bars
-    return slerp(morph.z_from, morph.z_to, min(1.0, k / morph.bars))
+    k = (bar - morph.start_bar) // morph.unit_bars + 1  # 1 .. bars / unit_bars
+    return slerp(morph.z_from, morph.z_to, min(1.0, k * morph.unit_bars / morph.bars))
 
 
 class Planner:
     """The BarState of every planned bar from the oldest still needed one on."""
 
     def __init__(self, first: BarState, first_bar: int, rng: np.random.Generator,
-                 bars_per_phrase: int, quantize: str = "bar") -> None:
+                 bars_per_phrase: int, quantize: str = "bar", unit_bars: int = 1) -> None:
         self.rng = rng
         self.bars_per_phrase = bars_per_phrase
+        # 1, or bars_per_phrase: the latent then moves only where a phrase starts, and every
+        # latent change starts a phrase (see latent_unit_bars).
+        self.unit_bars = unit_bars
         self.quantize = quantize
         self.states: dict[int, BarState] = {first_bar: first}
         self._commanded: dict[int, BarState] = {}  # bar -> the state a command put there
@@ -173,6 +192,8 @@ class Planner:
 
     def advance(self, prev: BarState, bar: int) -> BarState:
         """The state of `bar` given the state of the bar before it, with no new command."""
+        if (bar - prev.phrase_start_bar) % self.unit_bars:
+            return prev  # inside a phrase of a model whose latent moves between phrases
         if prev.morph is not None:
             if bar - prev.morph.start_bar < prev.morph.bars:
                 return prev.replace(z=morph_z(prev.morph, bar), source="interpolate")
@@ -225,8 +246,12 @@ class Planner:
             self.quantize = command.quantize
             return None
         # A restart is never held back to a phrase boundary: playback starts on the next bar.
+        # A finished phrase waits for a phrase start, where its bars line up with the groove's;
+        # where every change starts a phrase anyway (unit_bars > 1: up to 16 bars to wait), it
+        # lands like any other request and starts its own.
+        whole_phrase = isinstance(command, PlayPhrase) and self.unit_bars == 1
         start = (first_free_bar if isinstance(command, Restart)
-                 else self.start_bar(first_free_bar, phrase=isinstance(command, PlayPhrase)))
+                 else self.start_bar(first_free_bar, phrase=whole_phrase))
         prev = self._known(start - 1)
         # Requests that land on the same bar compose (a temperature, then a sample: the sample
         # plays at that temperature; a sample, then a walk: the walk starts from the sample):
@@ -236,6 +261,10 @@ class Planner:
         base = own or prev
         for b in [b for b in self.states if b >= start]:
             del self.states[b]
+
+        # Where the latent moves only between phrases (unit_bars > 1), whatever changes the
+        # decode (latent, temperature, steering) starts a new phrase at `start`.
+        phrase = {} if self.unit_bars == 1 else {"phrase_start_bar": start}
 
         def change(**changes) -> BarState:  # a setting from `start` on, the groove as planned
             return own.replace(**changes) if own else self.advance(prev.replace(**changes), start)
@@ -254,26 +283,29 @@ class Planner:
         elif isinstance(command, StartWalk):
             walk = None
             if command.step > 0:
+                every_bars = whole_units(command.every_bars, self.unit_bars)
                 # Anchored one period back, so the first move lands on `start` itself (after
                 # what another command put on `start`: the walk goes on from there).
-                walk = Walk(command.step, command.every_bars,
-                            anchor_bar=start - (0 if own else command.every_bars),
+                walk = Walk(command.step, every_bars,
+                            anchor_bar=start - (0 if own else every_bars),
                             target=fresh_target(base.z, walk_rng(command.seed, 0, self.rng)),
                             seed=command.seed, draws=1)
-                # A walk takes over from a morph, or from a fixed phrase, where it is.
-                state = change(walk=walk, morph=None, fixed=None)
+                # A walk takes over from a morph, or from a fixed phrase, where it is. Where
+                # the latent moves only between phrases, its first move starts one.
+                state = change(walk=walk, morph=None, fixed=None, **phrase)
             else:
                 state = change(walk=None)
         elif isinstance(command, Interpolate):
             temperature = base.temperature if command.temperature is None else command.temperature
             morph = Morph(z_from=prev.z, z_to=np.asarray(command.z_to, np.float32),
-                          start_bar=start, bars=command.bars)
+                          start_bar=start, bars=whole_units(command.bars, self.unit_bars),
+                          unit_bars=self.unit_bars)
             state = prev.replace(z=morph_z(morph, start), morph=morph, walk=None, fixed=None,
-                                 temperature=temperature, source="interpolate")
+                                 temperature=temperature, source="interpolate", **phrase)
         elif isinstance(command, Steer):
-            state = change(offset=command.offset)
+            state = change(offset=command.offset, **phrase)
         elif isinstance(command, SetTemperature):
-            state = change(temperature=command.temperature)
+            state = change(temperature=command.temperature, **phrase)
         elif isinstance(command, Restart):
             state = change(phrase_start_bar=start)
         elif isinstance(command, PlayPhrase):

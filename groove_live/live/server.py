@@ -24,7 +24,7 @@ from .controls import LiveControls
 from .guard import AddressRefused, Guard, Limits, parse_host
 from .library import Library
 from .osc_api import OscApi
-from .planner import Restart
+from .planner import Restart, latent_unit_bars
 from .realtime import RealtimePolicy
 from .scheduler import DECODE_WORK_S, Scheduler
 from .sinks import Address, OscSink, Sink
@@ -68,6 +68,9 @@ class ServeConfig:
     tap_bars: int = MAX_TAP_BARS  # bars of taps in a take
     midi_in: str | None = None  # a MIDI input port whose note-ons are taps
     library: str | None = None  # a folder of MIDI grooves for /groove/load, morph and save
+    # serve --humanize: a humanize model's NAME|PATH that plays every decoded phrase (None or
+    # "none": off)
+    humanize: str | None = None
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -125,7 +128,7 @@ class Server:
                  clock: Clock | None = None, sinks: list[Sink] | None = None,
                  sock: socket.socket | None = None,
                  realtime_policy: RealtimePolicy | None = None,
-                 task_engines: dict[str, Any] | None = None) -> None:
+                 task_engines: dict[str, Any] | None = None, humanizer: Any = None) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.config = config
@@ -154,8 +157,9 @@ class Server:
         self.stats = TimingStats()
         self.scheduler = Scheduler(self.clock, self.timeline, all_sinks, self.spec, config.bpm,
                                    config.bar_lookahead_s, self.stats, realtime_policy)
+        self.humanizer = humanizer  # see Worker: plays every decoded phrase (None: off)
         self.worker = Worker(engine, self.timeline, self.clock.now, config.temperature,
-                             config.seed, config.ahead_bars, config.quantize)
+                             config.seed, config.ahead_bars, config.quantize, humanizer)
         self.worker.quiet_s = lambda: self.scheduler.quiet_s(self.clock.now(), DECODE_WORK_S)
         # task_engines: task -> engine, or the one-line reason that task is off
         self.tasks = LiveTasks(self.spec, task_engines or {}, self.worker, self.scheduler,
@@ -345,8 +349,14 @@ class Server:
         targets = self.osc_sink.targets if self.osc_sink else ()
         items: list[tuple[str, Any]] = [
             ("model", spec.model_name),
+            ("kind", spec.kind),
             ("steps_per_bar", spec.steps_per_bar),
             ("bars", spec.bars),
+            # Bars one decode plays: requests of a MusicVAE drum model (categorical,
+            # hierarchical) move its latent once a phrase (planner.latent_unit_bars).
+            ("phrase_bars", spec.bars),
+            ("latent_every_bars", latent_unit_bars(spec)),
+            ("humanize_model", self.humanizer.spec.model_name if self.humanizer else ""),
             ("beats_per_bar", spec.beats_per_bar),
             ("z_size", spec.z_size),
             ("voices", ",".join(spec.drum_names)),
@@ -376,7 +386,8 @@ class Server:
             ("outputs", " | ".join(s.describe() for s in self.scheduler.sinks)),
             ("realtime", int(sched.realtime)),
             ("decodes", status.get("decodes", 0)),
-            ("decode_max_ms", status.get("decode_max_ms", 0.0)),
+            ("decode_max_ms", status.get("decode_max_ms", 0.0)),  # humanize pass included
+            ("humanize_max_ms", status.get("humanize_max_ms", 0.0)),
             ("decode_errors", status.get("decode_errors", 0)),
             ("allow", self.guard.describe()),
             ("ignored", self.api.ignored),
@@ -397,8 +408,14 @@ def describe(server: Server) -> list[str]:
     """What the banner prints: where we listen and what we send to."""
     lines = []
     spec = server.spec
-    lines.append(f"model {spec.model_name}: {spec.n_drums} voices, {spec.bars} bars of "
-                 f"{spec.steps_per_bar} steps, latent {spec.z_size}")
+    lines.append(f"model {spec.model_name} ({spec.kind}): {spec.n_drums} voices, {spec.bars} "
+                 f"bars of {spec.steps_per_bar} steps, latent {spec.z_size}")
+    if latent_unit_bars(spec) > 1:
+        lines.append(f"walks and morphs move the latent once a phrase ({spec.bars} bars)")
+    if server.humanizer is not None:
+        hs = server.humanizer.spec
+        lines.append(f"--humanize: every phrase played by model {hs.model_name} "
+                     f"({hs.bars}-bar windows) before it is heard")
     for task, engine in server.tasks.engines.items():
         lines.append(f"{task}: {engine}" if isinstance(engine, str) else
                      f"{task}: model {engine.spec.model_name}, {engine.spec.bars} bars (repeats "
@@ -420,7 +437,8 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
           extra_sinks_factory: Callable[[ServeConfig], list[Sink]] | None = None,
           out=print, started_t_s: float | None = None,
           task_engines_factory: Callable[[EngineLike], dict[str, Any]] | None = None,
-          midi_in_factory: Callable[["Server"], Any] | None = None) -> int:
+          midi_in_factory: Callable[["Server"], Any] | None = None,
+          humanizer_factory: Callable[[EngineLike], Any] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Raises ServeError for things the user can fix."""
     t0 = time.monotonic() if started_t_s is None else started_t_s
     # Bind and open ports before loading the model: a taken port is reported at once.
@@ -430,7 +448,9 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
         sinks = extra_sinks_factory(config) if extra_sinks_factory else []
         engine = engine_factory()
         task_engines = task_engines_factory(engine) if task_engines_factory else {}
-        server = Server(engine, config, sinks=sinks, sock=sock, task_engines=task_engines)
+        humanizer = humanizer_factory(engine) if humanizer_factory else None
+        server = Server(engine, config, sinks=sinks, sock=sock, task_engines=task_engines,
+                        humanizer=humanizer)
     except BaseException:
         for sink in sinks:
             sink.close()

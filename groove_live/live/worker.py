@@ -22,11 +22,13 @@ from ..pattern import Patterns
 from ..spec import ModelSpec
 from .events import BarContent, Hit
 from .planner import (BarState, Command, Interpolate, Planner, PlayPhrase, Restart, Sample,
-                      SetQuantize, SetTemperature, StartWalk)
+                      SetQuantize, SetTemperature, StartWalk, latent_unit_bars)
 from .steering import steered_latent
 from .timeline import Timeline
 
 CACHE_SIZE = 16  # decoded phrases kept: the bars in flight, re-plans and the spare; a loop needs one
+# Keys the humanize pass's seed apart from the phrase's noise seed it is derived from.
+HUMANIZE_SEED_KEY = 1
 
 
 class EngineLike(Protocol):
@@ -93,9 +95,18 @@ def phrase_bars(patterns: Patterns, spec: ModelSpec) -> tuple[tuple[Hit, ...], .
 class Worker:
     def __init__(self, engine: EngineLike, timeline: Timeline, now,
                  temperature: float = DEFAULT_TEMPERATURE,
-                 seed: int | None = None, ahead_bars: int = 2, quantize: str = "bar") -> None:
+                 seed: int | None = None, ahead_bars: int = 2, quantize: str = "bar",
+                 humanizer=None) -> None:
         self.engine = engine
         self.spec = engine.spec
+        # A humanize model (serve --humanize) that plays every decoded phrase before it is
+        # heard: a quantized MusicVAE phrase becomes a played groove. The caller has checked
+        # that it fits the phrase (tasks.check_humanizer).
+        self.humanizer = humanizer
+        self._groove = None
+        if humanizer is not None:
+            from ..tasks import groove_patterns  # onnxruntime's side of the package
+            self._groove = groove_patterns
         self.timeline = timeline
         self._now = now
         self.ahead_bars = ahead_bars
@@ -115,7 +126,8 @@ class Worker:
         self.decodes = 0
         self.decode_errors = 0
         self.last_error = ""
-        self.decode_max_s = 0.0
+        self.decode_max_s = 0.0  # a phrase's decode and its humanize pass together
+        self.humanize_max_s = 0.0  # the humanize pass alone
         # Returns how long to hold off Python work so the clock thread can send (Server sets it).
         self.quiet_s: Callable[[], float] | None = None
         # Called at the start of every round on this thread; each may submit() what has come
@@ -156,6 +168,13 @@ class Worker:
         t0 = time.perf_counter()
         patterns = self.engine.decode(np.asarray(z, np.float32)[None], temperature=temperature,
                                       seed=noise_seed)
+        if self._groove is not None:
+            t1 = time.perf_counter()
+            # Seeded from the phrase's own noise seed: a recalled groove plays the same way.
+            seed = int(np.random.default_rng([noise_seed, HUMANIZE_SEED_KEY])
+                       .integers(SEED_LIMIT))
+            patterns = self._groove(self.humanizer, patterns, temperature, seed)
+            self.humanize_max_s = max(self.humanize_max_s, time.perf_counter() - t1)
         self.decode_max_s = max(self.decode_max_s, time.perf_counter() - t0)
         self.decodes += 1
         bars = phrase_bars(patterns, self.spec)
@@ -236,7 +255,8 @@ class Worker:
         first = BarState(z=self.seed_latent(seed), temperature=self.initial_temperature,
                          noise_seed=seed,
                          phrase_start_bar=first_bar, source="sample")
-        self.planner = Planner(first, first_bar, self.rng, self.spec.bars, self._quantize)
+        self.planner = Planner(first, first_bar, self.rng, self.spec.bars, self._quantize,
+                               unit_bars=latent_unit_bars(self.spec))
         horizon = first_bar + self.ahead_bars
         # The first bar is decoded on demand, like a request's; the ones after are planned ahead.
         contents = {b: self._content(b, self.planner.state(b), requested=(b == first_bar))
@@ -361,6 +381,7 @@ class Worker:
             "decodes": self.decodes,
             "decode_errors": self.decode_errors,
             "decode_max_ms": round(self.decode_max_s * 1000, 3),
+            "humanize_max_ms": round(self.humanize_max_s * 1000, 3),
         }
 
     def run(self, stop: threading.Event) -> None:
