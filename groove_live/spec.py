@@ -29,9 +29,7 @@ EXPORT_KEY = "groove_live.export"  # JSON: how and from what the file was export
 ATTRIBUTES_KEY = "groove_live.attributes"
 METADATA_KEYS = (METADATA_KEY, ROLE_KEY, ENCODER_KEY, VARIANT_KEY, EXPORT_KEY, ATTRIBUTES_KEY)
 
-# Model kinds: what the decoder outputs and so which decode path a consumer needs. "pitched" is
-# reserved so that specs naming it are understood (and refused by a runtime that cannot decode
-# it) rather than misread.
+# Model kinds: what the decoder outputs and so which decode path a consumer needs.
 KINDS = {
     "groovae": "continuous: per-step hits, velocities and timing offsets per drum voice",
     "categorical": "MusicVAE drums: one class out of 2^voices per step (which voices hit), "
@@ -40,10 +38,11 @@ KINDS = {
                     "emitting one embedding per bar, each bar decoded from its embedding",
     "conditioned": "GrooVAE humanize/drumify/infill: the decoder also takes the task's input "
                    "pattern as a per-step control",
-    "pitched": "reserved: pitched voices (e.g. a GAN), pitch per voice and step",
+    "pitched": "pitched voices (a chorale harmonizer GAN): a melody's piano roll in, one piano "
+               "roll per voice out",
 }
 # Kinds whose decoder takes per-step controls (and must name at least one).
-CONTROLLED_KINDS = ("conditioned",)
+CONTROLLED_KINDS = ("conditioned", "pitched")
 # Kinds that model a step as one class out of 2^voices (bit k set = voice k hits). Their
 # decoder graphs still return the standard (hits, velocities, offsets) tensors: hits from the
 # class, velocities at one fixed level, offsets 0 (a quantized pattern), so every consumer plays
@@ -87,9 +86,33 @@ DRUM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 VELOCITY_ENCODINGS = ("unit",)
 OFFSET_ENCODINGS = ("step_fraction",)
 CONTINUOUS_HEADS = ("mean", "gaussian")
-# How many tensors each graph has, in the order the engine feeds and reads them.
+# How many tensors each graph has, in the order the engine feeds and reads them (the drum
+# kinds; tensor_counts(kind) gives any kind's).
 TENSOR_COUNTS = {"decoder_inputs": 4, "decoder_outputs": 3, "encoder_inputs": 1,
                  "encoder_outputs": 2}
+
+# Kind "pitched": a harmonizer. It writes `voices` (each a Voice: name, MIDI channel, pitch
+# range) under a melody the user gives. Tensors, channels last as in the piano rolls:
+#   decoder input  z        (batch, steps / 16, ROLL_PITCHES / 16, z_size): standard normal
+#                           noise, one z_size vector per cell of the generator's bottleneck
+#                           (a U-Net that halves steps and pitches four times);
+#   decoder input  CONTROL  (batch, steps, ROLL_PITCHES): the melody's piano roll, +1 where the
+#                           melody sounds that MIDI pitch, -1 elsewhere (its one control);
+#   decoder output rolls    (batch, steps, ROLL_PITCHES, voices) in [-1, 1]: one roll per voice
+#                           in `voices` order; a voice sounds, at each step, its highest cell
+#                           when that cell is above 0 (else it rests).
+# There is no encoder (a GAN has none) and no temperature or per-step noise input. The melody
+# itself is not among the outputs: it is the user's, played as given.
+ROLL_PITCHES = 128  # a roll's pitch axis: every MIDI pitch 0..127
+PITCHED_DOWNSAMPLING = 16  # steps and pitches per bottleneck cell: 2^4
+PITCHED_TENSOR_COUNTS = {"decoder_inputs": 1, "decoder_outputs": 1, "encoder_inputs": 0,
+                         "encoder_outputs": 0}
+MAX_VOICES = 16  # one per MIDI channel
+
+
+def tensor_counts(kind: str) -> dict[str, int]:
+    """How many tensor names each graph part of a model of `kind` has."""
+    return PITCHED_TENSOR_COUNTS if kind == "pitched" else TENSOR_COUNTS
 
 
 def is_plain_name(name: object) -> bool:
@@ -150,6 +173,16 @@ class Control:
     channels: int
 
 
+@dataclass(frozen=True)
+class Voice:
+    """One voice a pitched model writes: its name, the 0-based MIDI channel it plays on (0 is
+    what a synth calls channel 1) and the MIDI pitches it may sound, low..high inclusive."""
+    name: str
+    midi_channel: int
+    low_pitch: int
+    high_pitch: int
+
+
 class SpecError(ValueError):
     """A spec that this runtime cannot use (unknown schema, missing fields, wrong types)."""
 
@@ -175,6 +208,9 @@ class ModelSpec:
     controls: tuple[Control, ...] = ()
     # Kind "conditioned" only: which of TASKS the model does ("" for every other kind).
     task: str = ""
+    # Kind "pitched" only: the voices the decoder writes, in its output's channel order. A
+    # pitched spec has no drums (the field is then empty).
+    voices: tuple[Voice, ...] = ()
     # How the continuous outputs are encoded in the decoder's output tensors.
     velocity_encoding: str = "unit"  # velocity in [0, 1] = midi_velocity / 127
     offset_encoding: str = "step_fraction"  # (onset - grid) / step length in [-0.5, 0.5), + = late
@@ -229,10 +265,14 @@ class ModelSpec:
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
 
+    def _data_shape_fields(self) -> tuple[str, ...]:
+        # voices exist for kind "pitched" only; a drum spec's data shape is what it always was
+        return DATA_SHAPE_FIELDS + (("voices",) if self.kind == "pitched" else ())
+
     def data_shape(self) -> dict:
         """The fields a data cache and a model must agree on, as plain data."""
         d = self.to_dict()
-        return {name: d[name] for name in DATA_SHAPE_FIELDS}
+        return {name: d.get(name, []) for name in self._data_shape_fields()}
 
     @property
     def n_classes(self) -> int:
@@ -243,7 +283,7 @@ class ModelSpec:
         """The spec of the played windows this model learns from. Every drum kind reads the
         same cached windows as a GrooVAE of its shape: a task model makes its controls from
         them, a categorical or hierarchical model keeps their hits (quantizes them)."""
-        if self.kind == "groovae":
+        if self.kind in ("groovae", "pitched"):  # a pitched model reads its own windows
             return self
         return self.replace(kind="groovae", controls=(), task="")
 
@@ -251,11 +291,13 @@ class ModelSpec:
         """The first data-shape field where `other` differs: (field, other's, ours) as short
         text for a one-line refusal, or None when the two describe the same data."""
         mine, theirs = self.data_shape(), other.data_shape()
-        for name in DATA_SHAPE_FIELDS:
-            if mine[name] != theirs[name]:
+        for name in self._data_shape_fields():
+            if mine[name] != theirs.get(name, []):
                 show = {"drums": lambda s: ",".join(f"{d.name}:{d.out_pitch}" for d in s.drums),
                         "controls": lambda s: ",".join(f"{c.name}:{c.channels}"
-                                                       for c in s.controls) or "none"}
+                                                       for c in s.controls) or "none",
+                        "voices": lambda s: ",".join(
+                            f"{v.name}:{v.low_pitch}-{v.high_pitch}" for v in s.voices)}
                 text = show.get(name, lambda s: str(getattr(s, name)))
                 return name, _show_long(text(other)), _show_long(text(self))
         return None
@@ -264,6 +306,8 @@ class ModelSpec:
         """The shape of every graph tensor, by graph part ("decoder_inputs", ...) then tensor
         name, in feeding order; `batch` None stands for the dynamic batch dimension. The one
         statement of tensor shapes: export's checks and the engine's read it from here."""
+        if self.kind == "pitched":
+            return self._pitched_io_shapes(batch)
         if self.kind not in ("groovae", "conditioned", *CATEGORICAL_KINDS):
             raise SpecError(f"model spec kind {self.kind!r} has no tensor shape rules yet")
         b, t, c, z = batch, self.steps, self.n_drums, self.z_size
@@ -278,11 +322,24 @@ class ModelSpec:
             "encoder_outputs": {name: (b, z) for name in self.encoder_outputs},
         }
 
+    def _pitched_io_shapes(self, batch: int | None) -> dict[str, dict[str, tuple]]:
+        """Kind "pitched" (see ROLL_PITCHES above for what each tensor holds)."""
+        b, t, p = batch, self.steps, ROLL_PITCHES
+        grid = (t // PITCHED_DOWNSAMPLING, p // PITCHED_DOWNSAMPLING)
+        decoder_inputs = {self.decoder_inputs[0]: (b, *grid, self.z_size)}
+        decoder_inputs.update({ctl.name: (b, t, ctl.channels) for ctl in self.controls})
+        return {"decoder_inputs": decoder_inputs,
+                "decoder_outputs": {self.decoder_outputs[0]: (b, t, p, len(self.voices))},
+                "encoder_inputs": {}, "encoder_outputs": {}}
+
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["drums"] = [dataclasses.asdict(x) for x in self.drums]
         d["controls"] = [dataclasses.asdict(x) for x in self.controls]
+        d["voices"] = [dataclasses.asdict(x) for x in self.voices]
+        if self.kind != "pitched" and not self.voices:
+            del d["voices"]  # a drum spec's JSON stays what it was before voices existed
         return d
 
     def to_json(self) -> str:
@@ -308,6 +365,7 @@ class ModelSpec:
             raise SpecError("model spec is malformed: no 'drums'")
         kwargs["drums"] = _drums_from(d["drums"])
         kwargs["controls"] = _controls_from(d.get("controls", []))
+        kwargs["voices"] = _voices_from(d.get("voices", []))
         for name in TENSOR_COUNTS:
             if name in kwargs:
                 if not isinstance(kwargs[name], list):
@@ -352,7 +410,13 @@ class ModelSpec:
         if self.steps_per_bar % self.beats_per_bar:
             raise SpecError(f"model spec steps_per_bar ({self.steps_per_bar}) must be a "
                             f"multiple of beats_per_bar ({self.beats_per_bar})")
-        self._validate_drums()
+        if self.kind == "pitched":
+            self._validate_pitched()
+        else:
+            if self.voices != ():
+                raise SpecError(f"model spec voices are only for kind 'pitched', not "
+                                f"{_show(self.kind)}")
+            self._validate_drums()
         if self.kind in CATEGORICAL_KINDS and self.n_drums > MAX_CATEGORICAL_DRUMS:
             raise SpecError(f"model spec of kind {self.kind!r} has {self.n_drums} drum classes; "
                             f"at most {MAX_CATEGORICAL_DRUMS} (2^voices classes per step)")
@@ -365,13 +429,14 @@ class ModelSpec:
             if not isinstance(value, str) or value not in values:
                 raise SpecError(f"model spec {name} {_show(value)} is unknown; known: "
                                 f"{', '.join(values)}")
+        counts = tensor_counts(self.kind)
         for graph in ("decoder", "encoder"):
             seen: set[str] = set()
             for name in (f"{graph}_inputs", f"{graph}_outputs"):
                 names = getattr(self, name)
-                if not isinstance(names, tuple) or len(names) != TENSOR_COUNTS[name]:
+                if not isinstance(names, tuple) or len(names) != counts[name]:
                     raise SpecError(f"model spec {name} is {_show(names)}, not "
-                                    f"{TENSOR_COUNTS[name]} tensor names")
+                                    f"{counts[name]} tensor names")
                 for tensor in names:
                     if not _is_text(tensor) or not tensor:
                         raise SpecError(f"model spec {name} has a bad tensor name "
@@ -380,6 +445,10 @@ class ModelSpec:
                         raise SpecError(f"model spec names the {graph} tensor {tensor!r} twice")
                     seen.add(tensor)
         self._validate_controls()  # after the tensor names, which control names must not repeat
+        if self.kind == "pitched" and (len(self.controls) != 1
+                                       or self.controls[0].channels != ROLL_PITCHES):
+            raise SpecError(f"model spec of kind 'pitched' must take one control: the melody's "
+                            f"piano roll of {ROLL_PITCHES} channels")
         if self.kind == "conditioned":
             if not isinstance(self.task, str) or self.task not in TASKS:
                 raise SpecError(f"model spec task {_show(self.task)} is unknown; known: "
@@ -422,6 +491,35 @@ class ModelSpec:
                 raise SpecError(f"model spec control {control.name!r} has "
                                 f"{_show(control.channels)} channels, not 1..{MAX_CONTROL_CHANNELS}")
 
+    def _validate_pitched(self) -> None:
+        """Voices instead of drums; steps the generator can halve four times."""
+        if self.drums != ():
+            raise SpecError("model spec of kind 'pitched' has voices, not drums (drums must be "
+                            "empty)")
+        if not isinstance(self.voices, tuple) or not 1 <= len(self.voices) <= MAX_VOICES:
+            raise SpecError(f"model spec of kind 'pitched' needs 1..{MAX_VOICES} voices")
+        names: set[str] = set()
+        for voice in self.voices:
+            if not isinstance(voice, Voice):
+                raise SpecError(f"model spec voice {_show(voice)} is not a voice")
+            _check_plain_word(voice.name, "voice name")
+            if voice.name in names:
+                raise SpecError(f"model spec names the voice {voice.name!r} twice")
+            names.add(voice.name)
+            if not _is_int(voice.midi_channel) or not 0 <= voice.midi_channel <= 15:
+                raise SpecError(f"model spec voice {voice.name!r} has MIDI channel "
+                                f"{_show(voice.midi_channel)}, not 0..15")
+            for pitch in (voice.low_pitch, voice.high_pitch):
+                if not _is_int(pitch) or not 0 <= pitch < ROLL_PITCHES:
+                    raise SpecError(f"model spec voice {voice.name!r} has pitch {_show(pitch)}, "
+                                    f"not a MIDI pitch 0..{ROLL_PITCHES - 1}")
+            if voice.low_pitch > voice.high_pitch:
+                raise SpecError(f"model spec voice {voice.name!r} has an empty pitch range "
+                                f"{voice.low_pitch}..{voice.high_pitch}")
+        if self.steps % PITCHED_DOWNSAMPLING:
+            raise SpecError(f"model spec of kind 'pitched' has {self.steps} steps, not a multiple "
+                            f"of {PITCHED_DOWNSAMPLING} (the generator halves them four times)")
+
     def _validate_drums(self) -> None:
         if not isinstance(self.drums, tuple) or not 1 <= len(self.drums) <= MAX_DRUMS:
             raise SpecError(f"model spec needs 1..{MAX_DRUMS} drum classes")
@@ -462,6 +560,23 @@ def _drums_from(items: object) -> tuple[DrumClass, ...]:
     return tuple(drums)
 
 
+def _voices_from(items: object) -> tuple[Voice, ...]:
+    """Voices from JSON, types left as found for validate() to judge."""
+    if not isinstance(items, list):
+        raise SpecError(f"model spec voices is {_show(items)}, not a list")
+    if len(items) > MAX_VOICES:
+        raise SpecError(f"model spec has {len(items)} voices (at most {MAX_VOICES})")
+    fields = {"name", "midi_channel", "low_pitch", "high_pitch"}
+    voices = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) != fields:
+            raise SpecError(f"model spec voice {_show(item)} is not an object with name, "
+                            f"midi_channel, low_pitch and high_pitch")
+        voices.append(Voice(item["name"], item["midi_channel"], item["low_pitch"],
+                            item["high_pitch"]))
+    return tuple(voices)
+
+
 def _controls_from(items: object) -> tuple[Control, ...]:
     """Controls from JSON, types left as found for validate() to judge."""
     if not isinstance(items, list):
@@ -480,7 +595,7 @@ def _controls_from(items: object) -> tuple[Control, ...]:
 def migrate_v1(d: dict) -> dict:
     """A schema 1 spec dict as schema 2: every schema 1 model is a GrooVAE without controls.
     Fields schema 1 never had are refused rather than guessed at."""
-    for name in ("kind", "controls"):
+    for name in ("kind", "controls", "voices"):
         if name in d:
             raise SpecError(f"model spec schema 1 has no field {name!r}")
     if "task" in d:
@@ -494,3 +609,18 @@ def _first_line(e: Exception) -> str:
 
 
 DEFAULT_SPEC = ModelSpec()
+
+
+# The tensor names a pitched model's graph uses (see ROLL_PITCHES for their shapes).
+PITCHED_DECODER_INPUTS = ("z",)
+PITCHED_DECODER_OUTPUTS = ("rolls",)
+MELODY_CONTROL = "melody"
+
+
+def pitched_fields(voices: tuple[Voice, ...], melody: str = MELODY_CONTROL) -> dict:
+    """The ModelSpec fields of a harmonizer writing `voices` under a melody roll named
+    `melody`: ModelSpec(**pitched_fields(...), bars=2) is a complete pitched spec."""
+    return {"kind": "pitched", "drums": (), "voices": tuple(voices),
+            "controls": (Control(melody, ROLL_PITCHES),),
+            "decoder_inputs": PITCHED_DECODER_INPUTS, "decoder_outputs": PITCHED_DECODER_OUTPUTS,
+            "encoder_inputs": (), "encoder_outputs": ()}

@@ -76,7 +76,12 @@ def test_unknown_schema_is_refused(toy_model_path, tmp_path):
 ])
 def test_a_kind_this_runtime_does_not_decode_is_refused(toy_model_path, tmp_path, kind, says):
     other = tmp_path / f"{kind}.onnx"
-    _rewrite_spec(toy_model_path, other, schema_version=2, kind=kind, controls=[])
+    if kind == "pitched":  # a whole, valid harmonizer spec: only the decode path is missing
+        from groove_live.spec import ModelSpec, Voice, pitched_fields
+        spec = ModelSpec(**pitched_fields((Voice("alto", 1, 52, 74),)), bars=2).to_dict()
+        _rewrite_spec(toy_model_path, other, **spec)
+    else:
+        _rewrite_spec(toy_model_path, other, schema_version=2, kind=kind, controls=[])
     with pytest.raises(EngineError) as e:
         Engine.load(other)
     assert says in _one_line(e)

@@ -92,7 +92,7 @@ def test_every_kind_is_named_and_documented():
     assert list(KINDS) == ["groovae", "categorical", "hierarchical", "conditioned", "pitched"]
     doc = (ROOT / "docs" / "adding-a-model.md").read_text()
     assert all(f"`{kind}`" in doc for kind in KINDS)
-    for kind in ("categorical", "hierarchical", "pitched"):  # reserved: understood, no controls
+    for kind in ("categorical", "hierarchical"):  # no controls
         assert ModelSpec.from_json(ModelSpec(kind=kind).to_json()).kind == kind
 
 
@@ -107,7 +107,7 @@ def test_shape_rules_name_every_tensor_with_its_shape():
     assert ModelSpec().io_shapes()["decoder_inputs"]["z"] == (None, 256)  # dynamic batch
     assert CONDITIONED.io_shapes(1)["decoder_inputs"]["hit_pattern"] == (1, 64, 9)
     with pytest.raises(SpecError, match="no tensor shape rules"):
-        ModelSpec(kind="pitched").io_shapes()
+        ModelSpec(kind="nonesuch").io_shapes()
 
 
 def test_data_shape_mismatch_names_the_field():

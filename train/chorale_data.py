@@ -17,6 +17,7 @@ import numpy as np
 
 from groove_live.atomic_io import atomic_path
 from groove_live.chorale import PITCHES, REST, STEPS_PER_BAR, VOICE_RANGES, VOICES, WINDOW_STEPS
+from groove_live.spec import DEFAULT_SPEC
 from groove_live.train.data import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -205,7 +206,10 @@ def prepare_chorales(json_path: str | Path, out_dir: str | Path,
             np.savez_compressed(tmp, voices=w.astype(np.int8), shift=shift,
                                 chorale=chorale_of.astype(np.int32))
     s.seconds = time.perf_counter() - t0
+    from .config import CHORALE_2BAR  # the harmonizer's data shape, as fit checks it
+
     meta = {"cache_version": CACHE_VERSION, "options": asdict(options),
+            "spec": DEFAULT_SPEC.replace(**CHORALE_2BAR).to_dict(),
             "description": describe(options), "voices": list(VOICES), "counts": s.counts,
             "original": s.original, "chorales": s.chorales, "too_short": s.too_short,
             "source": str(json_path.resolve()), "source_sha256": _sha256(json_path)}

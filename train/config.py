@@ -255,3 +255,48 @@ def model_config_from_dict(d: dict) -> ModelConfig:
 
 def train_config_from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**d)
+
+
+# The chorale harmonizer (train/chorale_gan.py): a conditional WGAN-GP writing alto, tenor and
+# bass under a soprano melody, 2 bars of 16ths. ModelConfig has no GAN fields, so the model reads
+# enc_rnn_sizes as the generator's four down-block filters, dec_rnn_sizes as the critic's conv
+# filters and z_size as the noise channels per bottleneck cell (2 x 8 cells); the other fields
+# are unused. The learning rate stays constant (decay_rate 1); Adam's betas, 5 critic updates
+# per step and the penalty weight 10 are the model's constants. A step is one generator update
+# and takes 6 batches (5 for the critic, 1 for the generator).
+def _chorale_fields() -> dict:
+    from groove_live.chorale import VOICE_RANGES
+    from groove_live.spec import Voice, pitched_fields
+    # MIDI channels 1-3 (0-based), the soprano's channel 0 left to the user's melody.
+    voices = tuple(Voice(name, channel, *VOICE_RANGES[name])
+                   for channel, name in enumerate(("alto", "tenor", "bass"), start=1))
+    return {**pitched_fields(voices), "bars": 2, "steps_per_bar": 16, "beats_per_bar": 4}
+
+
+CHORALE_2BAR = _chorale_fields()
+
+
+def _chorale_gan(name: str, filters: tuple[int, ...], z_size: int, train: TrainConfig) -> Preset:
+    return Preset(name, ModelConfig(enc_rnn_sizes=filters, dec_rnn_sizes=filters, z_size=z_size,
+                                    dropout=0.0),
+                  train, dict(CHORALE_2BAR), model_name="chorale_harmonizer")
+
+
+_GAN_TRAIN = TrainConfig(batch_size=64, learning_rate=1e-3, min_learning_rate=0.0, decay_rate=1.0,
+                         max_steps=20_000, eval_every=250, eval_batches=4, checkpoint_every=250)
+PRESETS.update({
+    # The seed's sizes: filters 64..512, noise (2, 8, 512); ~11 M parameters, for a GPU.
+    "chorale_wgan_gp": _chorale_gan("chorale_wgan_gp", (64, 128, 256, 512), 512, _GAN_TRAIN),
+    # Trains on 2 CPU cores within 90 minutes: a quarter of the filters and of the noise
+    # (~0.7 M parameters) and batches of 16. Measured with one thread on a loaded 2-core
+    # machine: 1.0 s per step (the seed's sizes at batch 64: 35 s), so 4,000 steps take about
+    # 67 minutes; the time budget stops it at 85 minutes whatever the machine.
+    "chorale_wgan_gp_cpu": _chorale_gan(
+        "chorale_wgan_gp_cpu", (16, 32, 64, 128), 128,
+        dataclasses.replace(_GAN_TRAIN, batch_size=16, max_steps=4000, max_minutes=85.0,
+                            eval_every=200, eval_batches=2, checkpoint_every=200)),
+    "chorale_wgan_gp_tiny": _chorale_gan(
+        "chorale_wgan_gp_tiny", (4, 4, 8, 8), 4,
+        dataclasses.replace(_TINY_TRAIN, batch_size=4, learning_rate=1e-3, min_learning_rate=0.0,
+                            decay_rate=1.0)),
+})

@@ -4,9 +4,25 @@ Runs alone or under `torchrun --nproc_per_node=N` (gloo on CPU, NCCL on GPU): ea
 its share of every global batch, rank 0 validates, logs and writes checkpoints. Read `fit` from
 the top: set up the run, load the data, build model and optimizer, resume, then loop over
 train step / evaluate / checkpoint / log, each a small function below.
+
+A model whose training is not one loss and one optimizer (a GAN: two optimizers, several critic
+updates per generator update) defines its own step, and fit runs it in the same loop with the
+same batches, checkpoints, resume and logs. Such a model class defines:
+  make_optimizers(train_cfg) -> {name: optimizer}   (each one's state is checkpointed)
+  train_step(batches, optimizers, step, lr) -> {term: tensor}, "loss" among them
+  batches_per_step   how many batches a step takes (global batches step*k .. step*k + k-1)
+  evaluate_terms(x, generator) -> {term: float}     validation of one batch, "loss" among them
+  log_fields         the metrics.csv columns of its terms
+  read_split(data_dir, split)                       its data cache's windows (training_inputs
+                                                    then makes the tensors, as for every model)
+  describe_validation(val, best), progress_terms(scalars), plot_curves(run_dir)
+Under DDP it is not wrapped: fit copies rank 0's weights to every rank and sets model.world,
+and the model averages its gradients over the ranks itself (DDP does not support
+torch.autograd.grad, which a gradient penalty needs).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -148,16 +164,26 @@ def clean_run_folder(run_dir: Path) -> None:
              + ", ".join(str(p.relative_to(run_dir)) for p in stale))
 
 
+def defines_own_step(model) -> bool:
+    """A model (or model class) that trains through its own step (see the top of this file)."""
+    return hasattr(model, "make_optimizers") and hasattr(model, "train_step")
+
+
 # --- data ---------------------------------------------------------------------------------------
 def load_data(data_dir: Path, spec: ModelSpec, dev: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, validation) batches' source tensors on the device, as the spec's kind of model
     reads them (a GrooVAE the windows, a task model the windows beside their task inputs)."""
-    train_p, _ = load_split(data_dir, "train")
-    val_p, _ = load_split(data_dir, "validation")
+    model_class = MODELS[spec.kind]
+    if hasattr(model_class, "read_split"):  # a cache of its own kind (e.g. chorale windows)
+        train_p = model_class.read_split(data_dir, "train")
+        val_p = model_class.read_split(data_dir, "validation")
+    else:
+        train_p, _ = load_split(data_dir, "train")
+        val_p, _ = load_split(data_dir, "validation")
     if len(train_p) == 0:
         raise DataError(f"{data_dir}: the train split is empty")
-    inputs = MODELS[spec.kind].training_inputs
+    inputs = model_class.training_inputs
     x_train = torch.from_numpy(inputs(train_p, spec)).to(dev)  # (N, T, D)
     x_val = torch.from_numpy(inputs(val_p, spec)).to(dev)  # (M, T, D)
     return x_train, x_val
@@ -166,10 +192,31 @@ def load_data(data_dir: Path, spec: ModelSpec, dev: torch.device
 # --- model, optimizer, resume -------------------------------------------------------------------
 def model_and_optimizer(plan: RunPlan, dev: torch.device, dist_info: DistInfo
                         ) -> tuple[GrooVAE, torch.optim.Optimizer]:
+    """The model and its optimizer, or for a model with its own step its {name: optimizer}."""
     torch.manual_seed(plan.train_cfg.seed + dist_info.rank)  # each rank its own stream
     model = build_model(plan.model_cfg, plan.spec).to(dev)
+    if defines_own_step(model):
+        return model, model.make_optimizers(plan.train_cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.train_cfg.learning_rate)
     return model, optimizer
+
+
+def optimizer_state(optimizer) -> dict:
+    """One optimizer's state, or {name: state} of a model's several."""
+    if isinstance(optimizer, dict):
+        return {name: opt.state_dict() for name, opt in optimizer.items()}
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(optimizer, state: dict) -> None:
+    if not isinstance(optimizer, dict):
+        optimizer.load_state_dict(state)
+        return
+    if not isinstance(state, dict) or set(state) != set(optimizer):
+        raise ValueError(f"optimizers {sorted(state) if isinstance(state, dict) else state!r}, "
+                         f"the model has {sorted(optimizer)}")
+    for name, opt in optimizer.items():
+        opt.load_state_dict(state[name])
 
 
 def load_resume_state(run_dir: Path, dist_info: DistInfo) -> dict:
@@ -189,7 +236,7 @@ def restore(state: dict, model: GrooVAE, optimizer, dist_info: DistInfo, use_cud
     onto the model's device)."""
     try:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
     except (RuntimeError, ValueError) as e:
         raise CheckpointError(f"{run_dir}: the checkpoint does not fit config.json "
                               f"({describe_mismatch(e)})") from None
@@ -219,17 +266,22 @@ def train_step(ddp_model, model: GrooVAE, optimizer, x: torch.Tensor, lr: float,
 
 def evaluate(model: GrooVAE, x_val: torch.Tensor, cfg: ModelConfig, batch_size: int,
              max_batches: int, device, autocast) -> dict[str, float]:
-    """Mean losses over the validation split, with a fixed z draw so runs compare exactly."""
+    """Mean losses over the validation split, with a fixed z draw so runs compare exactly.
+    A model with `evaluate_terms` gives each batch's terms itself (a GAN's critic needs
+    gradients there, for its penalty)."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(0)
     totals: dict[str, float] = {}
     n = 0
-    with torch.no_grad(), autocast():
+    own_terms = getattr(model, "evaluate_terms", None)
+    with (contextlib.nullcontext() if own_terms else torch.no_grad()), autocast():
         for i, lo in enumerate(range(0, len(x_val), batch_size)):
             if max_batches and i >= max_batches:
                 break
             x = x_val[lo:lo + batch_size]
-            for k, v in model.loss_terms(model(x, generator=gen), x).items():
+            terms = (own_terms(x, gen) if own_terms
+                     else model.loss_terms(model(x, generator=gen), x))
+            for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(x)
             n += len(x)
     model.train()
@@ -252,13 +304,22 @@ def save_training_checkpoint(plan: RunPlan, model: GrooVAE, optimizer, progress:
         dist.all_gather_object(rng, torch.get_rng_state())
     if not dist_info.main:
         return
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    state = {"model": model.state_dict(), "optimizer": optimizer_state(optimizer),
              "step": progress.step, "best_val": progress.best_val,
              "elapsed_s": progress.elapsed_s, "examples": progress.examples, "rng": rng,
              "cuda_rng": torch.cuda.get_rng_state() if use_cuda_rng else None,
              **model_header(plan.model_cfg, plan.spec)}
     save_checkpoint_atomic(plan.run_dir / "checkpoints" / f"step_{progress.step:08d}.pt", state)
     rotate_checkpoints(plan.run_dir, plan.train_cfg.keep_last)
+
+
+def share_weights(model: torch.nn.Module, dist_info: DistInfo) -> None:
+    """Rank 0's weights and buffers on every rank, and the model told the world size: what DDP
+    does for the models it wraps, for a model that averages its own gradients."""
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            dist.broadcast(t, src=0)
+    model.world = dist_info.world
 
 
 def agree_to_stop(want_stop: bool, dist_info: DistInfo, dev: torch.device) -> bool:
@@ -302,11 +363,12 @@ class StopFlag:
 class Logger:
     """CSV always (the loss-curve PNG reads it); TensorBoard when it is installed."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, purge_step: int | None = None,
+                 fields: tuple[str, ...] = LOG_FIELDS):
         self.path = run_dir / "metrics.csv"
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="")
-        self.csv = csv.DictWriter(self.file, LOG_FIELDS, extrasaction="ignore")
+        self.csv = csv.DictWriter(self.file, fields, extrasaction="ignore")
         if new:
             self.csv.writeheader()
         try:
@@ -329,12 +391,13 @@ class Logger:
             self.tb.close()
 
 
-def open_logger(run_dir: Path, step: int, resume: bool) -> Logger:
+def open_logger(run_dir: Path, step: int, resume: bool, fields: tuple[str, ...] = LOG_FIELDS
+                ) -> Logger:
     if resume:  # rows a killed run logged past its checkpoint are logged again from here
         dropped = drop_metrics_after_step(run_dir, step)
         if dropped:
             _say(f"dropped {dropped} metrics.csv row(s) logged after step {step}")
-    return Logger(run_dir, purge_step=step + 1 if resume else None)
+    return Logger(run_dir, purge_step=step + 1 if resume else None, fields=fields)
 
 
 class Throughput:
@@ -415,11 +478,18 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
     model, optimizer = model_and_optimizer(plan, dev, dist_info)
     done = Progress() if state is None else restore(state, model, optimizer, dist_info,
                                                     use_bf16, run_dir)
+    own_step = defines_own_step(model)
+    per_step = getattr(model, "batches_per_step", 1) if own_step else 1
     ddp_model = model
-    if dist_info.world > 1:
+    if dist_info.world > 1 and own_step:
+        share_weights(model, dist_info)
+    elif dist_info.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    logger = open_logger(run_dir, done.step, resume) if dist_info.main else None
+    logger = None
+    if dist_info.main:
+        logger = open_logger(run_dir, done.step, resume,
+                             getattr(model, "log_fields", LOG_FIELDS) if own_step else LOG_FIELDS)
     stop = StopFlag()
     stop.install()
     if dist_info.main:
@@ -442,24 +512,37 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
     stopped_by = ""
     while done.step < cfg.max_steps:
         # one train step
-        idx = torch.from_numpy(batch_indices(len(x_train), cfg.batch_size, cfg.seed, done.step,
-                                             dist_info)).to(dev)
         lr = learning_rate(cfg, done.step)
-        if hasattr(model, "set_train_step"):  # step-scheduled training (scheduled sampling)
-            model.set_train_step(done.step)
-        terms, grad_norm = train_step(ddp_model, model, optimizer, x_train[idx], lr, plan,
-                                      autocast)
+        if own_step:  # the model's own step, on its global batches step*k .. step*k + k-1
+            batches = [x_train[torch.from_numpy(batch_indices(
+                len(x_train), cfg.batch_size, cfg.seed, done.step * per_step + j,
+                dist_info)).to(dev)] for j in range(per_step)]
+            terms = model.train_step(batches, optimizer, done.step, lr)
+            grad_norm = None
+        else:
+            idx = torch.from_numpy(batch_indices(len(x_train), cfg.batch_size, cfg.seed,
+                                                 done.step, dist_info)).to(dev)
+            if hasattr(model, "set_train_step"):  # step-scheduled training (scheduled sampling)
+                model.set_train_step(done.step)
+            terms, grad_norm = train_step(ddp_model, model, optimizer, x_train[idx], lr, plan,
+                                          autocast)
         done.step += 1
-        done.examples += cfg.batch_size
-        rate.add(cfg.batch_size)
+        done.examples += cfg.batch_size * per_step
+        rate.add(cfg.batch_size * per_step)
         done.elapsed_s = time.perf_counter() - t_start_s
 
         # log
         if dist_info.main and (done.step % cfg.log_every == 0 or done.step == 1):
             scalars = {k: float(v.detach()) for k, v in terms.items()}
-            scalars.update(lr=lr, grad_norm=grad_norm, examples_per_s=rate.take())
+            scalars["lr"] = lr
+            if grad_norm is not None:  # a model with its own step reports its own terms
+                scalars["grad_norm"] = grad_norm
+            scalars["examples_per_s"] = rate.take()
             logger.log(done.step, "train", scalars)
-            if bar is not None:
+            if bar is not None and own_step:
+                bar.set_postfix(**model.progress_terms(scalars),
+                                ex_s=f"{scalars['examples_per_s']:.0f}")
+            elif bar is not None:
                 bar.set_postfix(loss=f"{scalars['loss']:.1f}", kl=f"{scalars['kl']:.1f}",
                                 ex_s=f"{scalars['examples_per_s']:.0f}")
         if bar is not None:
@@ -478,11 +561,15 @@ def fit(run_dir: str | Path, data_dir: str | Path | None = None, preset: str = "
                 if val["loss"] < done.best_val:
                     done.best_val = val["loss"]
                     save_best(plan, model, done.step, val)
-                plot_loss_curve(run_dir)
                 # Also without a progress bar (--no-progress, logs): a long run must still
                 # say how it is doing at every validation.
-                line = (f"step {done.step}: validation loss {val['loss']:.2f} (recon "
-                        f"{val['recon']:.2f}, KL {val['kl']:.1f}), best {done.best_val:.2f}")
+                if own_step:
+                    model.plot_curves(run_dir)
+                    line = f"step {done.step}: " + model.describe_validation(val, done.best_val)
+                else:
+                    plot_loss_curve(run_dir)
+                    line = (f"step {done.step}: validation loss {val['loss']:.2f} (recon "
+                            f"{val['recon']:.2f}, KL {val['kl']:.1f}), best {done.best_val:.2f}")
                 if bar is not None:
                     bar.write(line)
                 else:

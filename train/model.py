@@ -241,11 +241,12 @@ def count_parameters(model: nn.Module) -> int:
 # The torch model of each spec kind groove-train can build; a new kind adds its module's class
 # here (see docs/adding-a-model.md). Imported late: those modules build on this one.
 from .categorical import CategoricalVAE  # noqa: E402
+from .chorale_gan import ChoraleGAN  # noqa: E402
 from .conditioned import ConditionedVAE  # noqa: E402
 from .hierarchical import HierarchicalVAE  # noqa: E402
 
 MODELS = {"groovae": GrooVAE, "conditioned": ConditionedVAE, "categorical": CategoricalVAE,
-          "hierarchical": HierarchicalVAE}
+          "hierarchical": HierarchicalVAE, "pitched": ChoraleGAN}
 
 
 class ModelKindError(ValueError):

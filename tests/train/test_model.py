@@ -123,4 +123,4 @@ def test_the_spec_gives_the_data_shape_and_the_config_the_network():
     with pytest.raises(ValueError, match="differ from the config"):
         GrooVAE(TINY, two_bars.replace(z_size=TINY.z_size + 1))
     with pytest.raises(ValueError, match="cannot build"):
-        build_model(TINY, two_bars.replace(kind="pitched"))
+        build_model(TINY, two_bars.replace(kind="nonesuch"))
