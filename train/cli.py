@@ -46,6 +46,32 @@ def prepare(data_dir, out_dir, meters, beat_types, bars, hop_bars, force):
     click.echo(f"{where} {out_dir}")
 
 
+@main.command("prepare-chorales")
+@click.option("--data", "json_path", required=True, type=click.Path(),
+              help="The JSB chorales JSON (Jsb16thSeparated.json: train/valid/test chorales, "
+                   "each a list of 16th steps of [soprano, alto, tenor, bass] MIDI pitches).")
+@click.option("--out", "out_dir", default="data_cache/jsb_2bar", show_default=True,
+              type=click.Path())
+@click.option("--hop-steps", default=16, show_default=True, type=click.IntRange(min=1),
+              help="16th steps between window starts.")
+@click.option("--no-transpose", is_flag=True,
+              help="Do not add transposed copies of the training windows.")
+@click.option("--force", is_flag=True, help="Rebuild even when the cache matches.")
+def prepare_chorales(json_path, out_dir, hop_steps, no_transpose, force):
+    """Cut the JSB chorales into 2-bar SATB windows for the harmonizer, one file per split."""
+    from .chorale_data import ChoraleOptions, prepare_chorales as run_prepare
+    from .data import DataError
+
+    options = ChoraleOptions(hop_steps=hop_steps, transpose=not no_transpose)
+    try:
+        summary = run_prepare(json_path, out_dir, options, force=force)
+    except DataError as e:
+        _fail(str(e))
+    click.echo(summary.format())
+    where = "reused cache in" if summary.cached else f"wrote in {summary.seconds:.1f} s to"
+    click.echo(f"{where} {out_dir}")
+
+
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(),
               help="Prepared dataset folder (from `groove-train prepare`).")

@@ -155,3 +155,24 @@ def test_missing_file_and_cache(tmp_path):
         load_chorale_split(tmp_path, "train")
     with pytest.raises(ChoraleDataError, match="unknown split"):
         load_chorale_split(tmp_path, "valid")
+
+
+def test_prepare_chorales_command_writes_a_cache_fit_accepts_and_fails_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from groove_live.train.cli import main
+    from groove_live.train.config import PRESETS
+    from groove_live.train.data import load_dataset_info
+
+    path = write(tmp_path, train=[chorale(64)], valid=[chorale(48)], test=[chorale(32)])
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(main, ["prepare-chorales", "--data", str(path), "--out", str(out),
+                                       "--no-transpose"])
+    assert result.exit_code == 0, result.output
+    assert "train" in result.output and "wrote" in result.output
+    # The cache states the harmonizer's data shape, which fit checks against the preset's.
+    spec, _ = load_dataset_info(out)
+    assert spec.data_shape_mismatch(PRESETS["chorale_wgan_gp_tiny"].spec()) is None
+    bad = CliRunner().invoke(main, ["prepare-chorales", "--data", str(tmp_path / "none.json"),
+                                    "--out", str(out)])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
