@@ -173,16 +173,19 @@ def finished_pattern(hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return hits, hits * FIXED_VELOCITY, torch.zeros_like(hits)
 
 
-class CategoricalVAE(nn.Module):
-    """Flat MusicVAE drums: HitsEncoder + one ClassDecoder over the whole phrase."""
+class ClassVAE(nn.Module):
+    """What the flat and hierarchical MusicVAE drum models share: the hits encoder, training on
+    hits with scheduled sampling, the class loss, and the finished quantized pattern. A subclass
+    builds its decoder(s) and defines teacher_logits and generate_hits."""
+
+    KIND = ""
 
     def __init__(self, cfg: ModelConfig, spec: ModelSpec):
         super().__init__()
-        check_config("CategoricalVAE", "categorical", cfg, spec)
+        check_config(type(self).__name__, self.KIND, cfg, spec)
         self.cfg = cfg
         self.spec = spec
         self.encoder = HitsEncoder(cfg, spec)
-        self.decoder = ClassDecoder(cfg, spec, cfg.z_size, spec.steps)
         self.sample_prob = 0.0
 
     @staticmethod
@@ -198,6 +201,7 @@ class CategoricalVAE(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """Training pass: (teacher-forced logits (B, T, 2^C), mu, sigma)."""
         hits = x[..., :self.spec.n_drums]
         mu, sigma = self.encoder(hits)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
@@ -205,16 +209,16 @@ class CategoricalVAE(nn.Module):
         return self.teacher_logits(mu + sigma * eps, hits, prob, generator), mu, sigma
 
     def teacher_logits(self, z, hits, sample_prob: float = 0.0, generator=None):
-        return self.decoder.forward_teacher(z, hits, sample_prob, generator)
+        raise NotImplementedError
+
+    def generate_hits(self, z: torch.Tensor, temperature: torch.Tensor,
+                      class_noise: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def loss_terms(self, outputs, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits, mu, sigma = outputs
         targets = self.decoder.classes(x[..., :self.spec.n_drums])
         return class_loss_terms(logits, targets, mu, sigma, self.cfg)
-
-    def generate_hits(self, z: torch.Tensor, temperature: torch.Tensor,
-                      class_noise: torch.Tensor) -> torch.Tensor:
-        return self.decoder.sample(z, temperature, class_noise)
 
     # --- inference (what the ONNX decoder computes) -----------------------------------------
     def sample(self, z, temperature, hit_noise, cont_noise):
@@ -223,3 +227,20 @@ class CategoricalVAE(nn.Module):
         inputs) but unused: a categorical model has no velocity or timing to draw."""
         del cont_noise
         return finished_pattern(self.generate_hits(z, temperature, hit_noise))
+
+
+class CategoricalVAE(ClassVAE):
+    """Flat MusicVAE drums: HitsEncoder + one ClassDecoder over the whole phrase."""
+
+    KIND = "categorical"
+
+    def __init__(self, cfg: ModelConfig, spec: ModelSpec):
+        super().__init__(cfg, spec)
+        self.decoder = ClassDecoder(cfg, spec, cfg.z_size, spec.steps)
+
+    def teacher_logits(self, z, hits, sample_prob: float = 0.0, generator=None):
+        return self.decoder.forward_teacher(z, hits, sample_prob, generator)
+
+    def generate_hits(self, z: torch.Tensor, temperature: torch.Tensor,
+                      class_noise: torch.Tensor) -> torch.Tensor:
+        return self.decoder.sample(z, temperature, class_noise)

@@ -19,15 +19,12 @@ Encoder, losses and sampling are the flat model's (train/categorical.py).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from groove_live.pattern import Patterns
 from groove_live.spec import ModelSpec
 
-from .categorical import (ClassDecoder, HitsEncoder, check_config, class_loss_terms,
-                          finished_pattern, sampling_probability)
+from .categorical import ClassDecoder, ClassVAE
 from .config import ModelConfig
 
 
@@ -53,26 +50,13 @@ class Conductor(nn.Module):
         return out
 
 
-class HierarchicalVAE(nn.Module):
+class HierarchicalVAE(ClassVAE):
+    KIND = "hierarchical"
+
     def __init__(self, cfg: ModelConfig, spec: ModelSpec):
-        super().__init__()
-        check_config("HierarchicalVAE", "hierarchical", cfg, spec)
-        self.cfg = cfg
-        self.spec = spec
-        self.encoder = HitsEncoder(cfg, spec)
+        super().__init__(cfg, spec)
         self.conductor = Conductor(cfg, spec.bars)
         self.decoder = ClassDecoder(cfg, spec, self.conductor.hidden, spec.steps_per_bar)
-        self.sample_prob = 0.0
-
-    @staticmethod
-    def training_inputs(patterns: Patterns, spec: ModelSpec) -> np.ndarray:
-        return np.ascontiguousarray(patterns.hits, dtype=np.float32)
-
-    def set_train_step(self, step: int) -> None:
-        self.sample_prob = sampling_probability(self.cfg.sampling_rate, step)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(x)
 
     def _by_bar(self, x: torch.Tensor) -> torch.Tensor:
         """(B, bars * S, ...) -> (B * bars, S, ...)."""
@@ -88,18 +72,6 @@ class HierarchicalVAE(nn.Module):
                                               sample_prob, generator)
         return self._by_phrase(logits, z.shape[0])
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        hits = x[..., :self.spec.n_drums]
-        mu, sigma = self.encoder(hits)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        prob = self.sample_prob if self.training else 0.0
-        return self.teacher_logits(mu + sigma * eps, hits, prob, generator), mu, sigma
-
-    def loss_terms(self, outputs, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits, mu, sigma = outputs
-        targets = self.decoder.classes(x[..., :self.spec.n_drums])
-        return class_loss_terms(logits, targets, mu, sigma, self.cfg)
-
     def generate_hits(self, z: torch.Tensor, temperature: torch.Tensor,
                       class_noise: torch.Tensor) -> torch.Tensor:
         b, bars = z.shape[0], self.spec.bars
@@ -107,8 +79,3 @@ class HierarchicalVAE(nn.Module):
         temps = temperature[:, None].expand(b, bars).reshape(-1)
         hits = self.decoder.sample(emb, temps, self._by_bar(class_noise))
         return self._by_phrase(hits, b)
-
-    def sample(self, z, temperature, hit_noise, cont_noise):
-        """As CategoricalVAE.sample: the finished quantized 16-bar pattern."""
-        del cont_noise
-        return finished_pattern(self.generate_hits(z, temperature, hit_noise))
