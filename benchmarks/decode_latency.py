@@ -118,20 +118,7 @@ def _random_run(root: Path, preset: str, head: str) -> Path:
 
 def _random_task_run(root: Path, task: str) -> Path:
     """A run folder holding random weights of groovae_2bar_TASK_small (exportable as is)."""
-    import torch
-
-    from groove_live.train.config import get_preset
-    from groove_live.train.model import build_model
-    from groove_live.train.run import save_checkpoint_atomic, save_run_config
-
-    p = get_preset(f"groovae_2bar_{task}_small")
-    spec = p.spec(model_name=task)
-    run = root / f"random_{p.name}"
-    save_run_config(run, p.name, p.model, p.train, spec, "none")
-    torch.manual_seed(0)
-    save_checkpoint_atomic(run / "best.pt", {"model": build_model(p.model, spec).state_dict(),
-                                             "step": 0})
-    return run
+    return _random_preset_run(root, f"groovae_2bar_{task}_small")
 
 
 def _task_models(paths: tuple[str, ...], root: Path) -> tuple[dict[str, Path], str]:
