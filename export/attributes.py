@@ -159,6 +159,9 @@ def add_attributes(model_path: str | Path, data_dir: str | Path,
         engine = Engine.load(model_path)
     except (EngineError, SpecError) as e:
         raise AttributesExportError(str(e)) from None
+    if engine.spec.kind == "pitched":
+        raise AttributesExportError(f"{model_path}: {engine.what}; attribute vectors steer a "
+                                    f"sampling GrooVAE (e.g. the bundled groovae)")
     if engine.task:
         raise AttributesExportError(f"{model_path}: a {engine.task} model; attribute vectors "
                                     f"steer a sampling GrooVAE (e.g. the bundled groovae)")

@@ -30,7 +30,8 @@ def main() -> None:
               help="Decoder weights: fp32, or int8 (checked against fp32 within a stated "
                    "tolerance, timed against it; sampling GrooVAE models only).")
 def onnx(run_dir, out_path, which, variant):
-    """Export, verify against torch, and write the decoder + encoder ONNX files."""
+    """Export, verify against torch, and write the decoder + encoder ONNX files (the
+    decoder alone for a chorale harmonizer, which has no encoder)."""
     if variant == "fp16":
         _fail("fp16 is not offered: on CPU onnxruntime it measured ~1.5x slower than fp32 "
               "(no fp16 maths on AVX2); use fp32 or int8")

@@ -3,9 +3,11 @@
 Writes MODEL.onnx (the decoder: z, temperature and noise, plus a task model's input pattern ->
 hits, velocities, offsets for every step) and MODEL.encoder.onnx (pattern -> mu, sigma), both
 with dynamic batch and the ModelSpec JSON in their metadata. How the decoder is built depends on
-the spec's kind (DECODER_EXPORTS); the encoder is the same for every kind. Before anything is
-moved into place, the files are loaded by the runtime's own Engine (spec and shape checks
-included) and compared with the torch model.
+the spec's kind (DECODER_EXPORTS); the encoder is the same for every kind that has one. A kind
+whose spec names no encoder tensors (a pitched harmonizer: a GAN has no encoder) gets the
+decoder file only, and its metadata names no encoder. Before anything is moved into place, the
+files are loaded by the runtime's own Engine (spec and shape checks included) and compared with
+the torch model.
 """
 from __future__ import annotations
 
@@ -83,7 +85,20 @@ DECODER_EXPORTS = {
                                   "torch.onnx TorchScript export of HierarchicalVAE.sample "
                                   "(conductor, then one bar's step loop unrolled, bars side by "
                                   "side)", ("fp32",), _unrolled_size),
+    # The harmonizer GAN's generator (a U-Net of convolutions, no loop). fp32 only: an int8
+    # generator would need its own check of how often a voice's pitch changes against fp32.
+    "pitched": DecoderExport(lambda model, spec, variant: build_traced_decoder(
+                                 model, spec, f"{spec.model_name}_generator", method="forward"),
+                             "torch.onnx TorchScript export of ChoraleGAN's generator (U-Net "
+                             "convolutions, no loop)", ("fp32",),
+                             lambda graph: f"{len(graph.graph.node)} nodes, no step loop"),
 }
+
+
+def has_encoder(spec: ModelSpec) -> bool:
+    """Whether the kind has an encoder graph to export (a pitched GAN names no encoder
+    tensors)."""
+    return bool(spec.encoder_inputs)
 
 
 class ExportError(ValueError):
@@ -93,7 +108,7 @@ class ExportError(ValueError):
 @dataclass
 class ExportResult:
     decoder_path: Path
-    encoder_path: Path
+    encoder_path: Path | None  # None for a kind without an encoder (pitched)
     spec: ModelSpec
     checks: dict
     variant: str = "fp32"
@@ -180,20 +195,27 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
     log(f"[1/{stages}] run {run_dir}: {source.name} ({spec.run_id}), preset {spec.preset or '?'}"
         f", kind {spec.kind}"
         + (f", {cfg.continuous_head} head" if spec.kind in ("groovae", "conditioned") else "")
-        + f", z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}")
+        + (f", z {cfg.z_size} per bottleneck cell, generator {list(cfg.enc_rnn_sizes)}"
+           if spec.kind == "pitched" else f", z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}"))
 
     info = {"route": how.route, "source": f"{run_dir.resolve().name}/{source.name}",
             "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "opset": OPSET}
-    encoder_path = encoder_path_for(out_path)
-    decoder_meta = {ENCODER_KEY: encoder_path.name, EXPORT_KEY: json.dumps(info, sort_keys=True)}
+    encoder_path = encoder_path_for(out_path) if has_encoder(spec) else None
+    decoder_meta = {EXPORT_KEY: json.dumps(info, sort_keys=True)}
+    if encoder_path is not None:  # no encoder named: the engine then looks for none
+        decoder_meta[ENCODER_KEY] = encoder_path.name
     decoder = how.build(model, spec, "fp32")
     _describe(decoder, spec, "decoder", {**decoder_meta, VARIANT_KEY: "fp32"})
     log(f"[2/{stages}] decoder graph: {how.describe(decoder)}")
-    encoder = _encoder_model(model, spec)
-    _describe(encoder, spec, "encoder", {EXPORT_KEY: json.dumps(info, sort_keys=True)})
-    log(f"[3/{stages}] encoder graph: {len(encoder.graph.node)} nodes")
+    encoder = None
+    if encoder_path is not None:
+        encoder = _encoder_model(model, spec)
+        _describe(encoder, spec, "encoder", {EXPORT_KEY: json.dumps(info, sort_keys=True)})
+        log(f"[3/{stages}] encoder graph: {len(encoder.graph.node)} nodes")
+    else:
+        log(f"[3/{stages}] encoder graph: none (a {spec.kind} model has no encoder)")
 
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,17 +226,23 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
     try:
         staged = staging / out_path.name
         _save(decoder, staged, out_path)
-        _save(encoder, staging / encoder_path.name, encoder_path)
+        if encoder is not None:
+            _save(encoder, staging / encoder_path.name, encoder_path)
         try:
             reference = Engine.load(staged)
             checks = verify_against_torch(reference, model)
         except (EngineError, VerificationError) as e:
             raise VerificationError(f"export failed its check: {e}") from None
-        log(f"[4/{stages}] verified in onnxruntime: {checks['decoded']} patterns, "
-            f"{checks['hit_mismatches']} of {checks['hit_cells']} hits differ, velocity "
-            f"{checks['velocity_max_abs']:.1e}, offset {checks['offset_max_abs']:.1e}, "
-            f"mu {checks.get('mu_max_abs', float('nan')):.1e}, sigma "
-            f"{checks.get('sigma_max_abs', float('nan')):.1e} (max abs, tolerance 1e-4)")
+        if "rolls_max_abs" in checks:
+            log(f"[4/{stages}] verified in onnxruntime: {checks['decoded']} melodies, rolls "
+                f"{checks['rolls_max_abs']:.1e} (max abs, tolerance 1e-4), "
+                f"{checks['pitch_mismatches']} of {checks['pitch_cells']} voice pitches differ")
+        else:
+            log(f"[4/{stages}] verified in onnxruntime: {checks['decoded']} patterns, "
+                f"{checks['hit_mismatches']} of {checks['hit_cells']} hits differ, velocity "
+                f"{checks['velocity_max_abs']:.1e}, offset {checks['offset_max_abs']:.1e}, "
+                f"mu {checks.get('mu_max_abs', float('nan')):.1e}, sigma "
+                f"{checks.get('sigma_max_abs', float('nan')):.1e} (max abs, tolerance 1e-4)")
 
         variant_checks: dict = {}
         if variant != "fp32":
@@ -250,15 +278,20 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
                 + ("" if speedup > 1.0 else "; NOT faster here: prefer fp32"))
             reference_path.unlink()
 
-        for staged_file, final in ((staged, out_path), (staging / encoder_path.name, encoder_path)):
+        moves = [(staged, out_path)]
+        if encoder_path is not None:
+            moves.append((staging / encoder_path.name, encoder_path))
+        for staged_file, final in moves:
             try:
                 atomic_io.replace(staged_file, final)  # fsync, rename, fsync the folder
             except OSError as e:
                 raise _cannot_write(final, e) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    size_mb = (out_path.stat().st_size + encoder_path.stat().st_size) / 1e6
+    size_mb = (out_path.stat().st_size
+               + (encoder_path.stat().st_size if encoder_path is not None else 0)) / 1e6
     seconds = time.perf_counter() - t0
-    log(f"[{stages}/{stages}] wrote {out_path} + {encoder_path.name} ({size_mb:.1f} MB, "
-        f"{variant}) in {seconds:.1f} s")
+    log(f"[{stages}/{stages}] wrote {out_path}"
+        + (f" + {encoder_path.name}" if encoder_path is not None else " (no encoder)")
+        + f" ({size_mb:.1f} MB, {variant}) in {seconds:.1f} s")
     return ExportResult(out_path, encoder_path, spec, checks, variant, variant_checks, seconds)

@@ -6,6 +6,9 @@ Used by every kind whose decoder needs no hand-built step loop:
   whole phrase plus a few element-wise ops, which the exporter writes as one LSTM node and a
   handful of others. The graph returns the finished pattern, the task's rules included
   (humanize keeps the input's hits, infill every voice but the hi-hats).
+- "pitched" (the chorale harmonizer, train/chorale_gan.py): the GAN's U-Net generator, its
+  `forward(z, melody)`; convolutions, batch norm with its running statistics (eval mode),
+  no loop.
 - "categorical" and "hierarchical" (MusicVAE drums, train/categorical.py and
   train/hierarchical.py): the autoregressive step loop is a Python loop, so tracing unrolls it,
   one LSTM node per layer and step (32 steps for 2 bars; the hierarchical model decodes its bars
@@ -38,14 +41,15 @@ TRACE_BATCH = 2
 
 
 class _Sample(torch.nn.Module):
-    """model.sample with the graph's inputs as positional arguments."""
+    """model.<method> (sample unless told) with the graph's inputs as positional arguments."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, method: str = "sample") -> None:
         super().__init__()
         self.model = model
+        self.method = method
 
     def forward(self, *inputs):
-        return self.model.sample(*inputs)
+        return getattr(self.model, self.method)(*inputs)
 
 
 def _declare(spec: ModelSpec, part: str) -> list[onnx.ValueInfoProto]:
@@ -80,10 +84,12 @@ def _share_initializers(graph: onnx.GraphProto) -> int:
     return len(rename)
 
 
-def build_traced_decoder(model, spec: ModelSpec, graph_name: str) -> onnx.ModelProto:
-    """model: a torch model in eval mode whose `sample` takes the spec's decoder inputs (then
-    its controls) positionally and returns (hits, velocities, offsets). Inputs/outputs named,
-    ordered and shaped as in `spec`."""
+def build_traced_decoder(model, spec: ModelSpec, graph_name: str,
+                         method: str = "sample") -> onnx.ModelProto:
+    """model: a torch model in eval mode whose `method` (default `sample`) takes the spec's
+    decoder inputs (then its controls) positionally and returns the spec's decoder outputs
+    (hits, velocities, offsets; a pitched model's rolls). Inputs/outputs named, ordered and
+    shaped as in `spec`."""
     shapes = spec.io_shapes(TRACE_BATCH)
     inputs, outputs = list(shapes["decoder_inputs"]), list(shapes["decoder_outputs"])
     generator = torch.Generator().manual_seed(0)
@@ -92,7 +98,7 @@ def build_traced_decoder(model, spec: ModelSpec, graph_name: str) -> onnx.ModelP
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and RNN notes
-        torch.onnx.export(_Sample(model).eval(), example, buffer, dynamo=False,
+        torch.onnx.export(_Sample(model, method).eval(), example, buffer, dynamo=False,
                           opset_version=OPSET, input_names=inputs, output_names=outputs,
                           dynamic_axes={name: {0: "batch"} for name in inputs + outputs})
     graph_model = onnx.load_from_string(buffer.getvalue())

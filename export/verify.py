@@ -6,11 +6,12 @@ import time
 import numpy as np
 import torch
 
+from groove_live.chorale import REST, VOICE_RANGES, melody_roll, roll_to_voices
 from groove_live.engine import Engine
 from groove_live.pattern import Patterns
 from groove_live.transforms import FIXED_VELOCITY, generated_voices, task_input
 
-CONTINUOUS_TOLERANCE = 1e-4  # fp32 graph vs torch: velocities, offsets, mu, sigma
+CONTINUOUS_TOLERANCE = 1e-4  # fp32 graph vs torch: velocities, offsets, mu, sigma, rolls
 # A task model is checked at these temperatures: 0 (the most likely pattern, no noise at all),
 # and two where the noise is drawn, so a graph that drops or misscales it is caught.
 TASK_TEMPERATURES = (0.0, 0.5, 1.0)
@@ -274,6 +275,42 @@ def _verify_classes(engine: Engine, model, n: int, seed: int) -> dict:
     return report
 
 
+def _random_melodies(n: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, steps) monophonic melodies in the soprano's range, a tenth of the steps rests, so
+    the graph sees sounding and silent steps as a user's melody has them."""
+    low, high = VOICE_RANGES["soprano"]
+    melody = rng.integers(low, high + 1, (n, steps))
+    melody[rng.random((n, steps)) < 0.1] = REST
+    melody[:, 0] = low  # never a silent melody
+    return melody
+
+
+def _verify_pitched(engine: Engine, model, n: int, seed: int) -> dict:
+    """A pitched harmonizer: the generator's rolls for fixed random melodies and noise, in
+    onnxruntime and in torch, within CONTINUOUS_TOLERANCE; the voice pitches read from them
+    are reported (a cell within rounding of another can read differently, so they are not
+    gated beyond the rolls' tolerance)."""
+    spec = engine.spec
+    rng = np.random.default_rng(seed)
+    melody = melody_roll(_random_melodies(n, spec.steps, rng))[..., 0]  # (n, T, P)
+    z = engine.latents(n, rng)
+    got = engine.generate_rolls(z, melody)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(z), torch.from_numpy(melody)).numpy()
+    want = spec.io_shapes(n)["decoder_outputs"][spec.decoder_outputs[0]]
+    if got.shape != want:
+        raise VerificationError(f"decoder output {spec.decoder_outputs[0]} is {got.shape}, the "
+                                f"spec says {want}")
+    pitches, ref_pitches = roll_to_voices(got), roll_to_voices(ref)
+    report = {"decoded": n, "rolls_max_abs": float(np.abs(got - ref).max()),
+              "pitch_cells": int(ref_pitches.size),
+              "pitch_mismatches": int((pitches != ref_pitches).sum()),
+              "rest_rate": round(float((ref_pitches == REST).mean()), 4)}
+    _check_tolerance(report)
+    return report
+
+
 # The decoder check of each model kind export can write; a new kind adds a line.
 VERIFIERS = {"groovae": _verify_groovae, "conditioned": _verify_conditioned,
-             "categorical": _verify_classes, "hierarchical": _verify_classes}
+             "categorical": _verify_classes, "hierarchical": _verify_classes,
+             "pitched": _verify_pitched}

@@ -25,6 +25,7 @@ KNOWN_MODELS = {
     "infill": "GrooVAE hi-hat infill task",
     "cat_drums_2bar": "MusicVAE categorical drums, 2 bars quantized",
     "hierdec_drums_16bar": "MusicVAE hierarchical drums, 16 bars quantized",
+    "chorale_harmonizer": "JSB chorale harmonizer (alto, tenor, bass under a melody)",
 }
 
 

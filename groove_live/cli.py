@@ -5,7 +5,7 @@ import click
 
 from . import __version__
 from .live.cli import serve
-from .offline_cli import drumify, humanize, infill, info, interpolate, sample
+from .offline_cli import accompany, drumify, humanize, infill, info, interpolate, sample
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,5 +14,5 @@ def main() -> None:
     """A machine drummer for live coders: GrooVAE over OSC and MIDI."""
 
 
-for _command in (serve, sample, interpolate, humanize, drumify, infill, info):
+for _command in (serve, sample, interpolate, humanize, drumify, infill, accompany, info):
     main.add_command(_command)

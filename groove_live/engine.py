@@ -13,6 +13,10 @@ MusicVAE's drum models (kinds "categorical" and "hierarchical": one class out of
 step, a quantized pattern out, velocity fixed and offsets 0). GrooVAE's task models (kind
 "conditioned", `task` humanize / drumify / infill) `transform` a user's pattern into the
 finished pattern. Each refuses the other's calls with one line saying which command fits.
+
+A chorale harmonizer (kind "pitched") has a decoder only (a GAN has no encoder, and its file
+names none): `accompany` writes its voices under users' melodies; every drum call refuses it
+in one line, and it refuses them.
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from .attributes import Attributes, AttributesError, read_attributes
+from .chorale import REST, ChoraleError, check_melody, melody_roll, roll_to_voices
 from .latent import random_latents, slerp_path
 from .limits import DEFAULT_TEMPERATURE, NOISE_EPS
 from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
-from .spec import (CATEGORICAL_KINDS, ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY,
-                   VARIANT_KEY, ModelSpec, SpecError)
+from .spec import (CATEGORICAL_KINDS, ENCODER_KEY, EXPORT_KEY, METADATA_KEY,
+                   PITCHED_DOWNSAMPLING, ROLE_KEY, ROLL_PITCHES, VARIANT_KEY, ModelSpec,
+                   SpecError, Voice)
 from .transforms import FIXED_VELOCITY, task_input
 
 # The model shipped inside the package (written by `groove-export onnx`, see MODEL_CARD.md).
@@ -39,6 +45,9 @@ ROLES = ("decoder", "encoder")
 # the variant is a short word (it is printed and compared, never used as a path).
 MAX_FILE_NAME_CHARS = 255
 VARIANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,16}")
+
+# A harmonizer's warm-up melody: one held C5, inside every soprano's range.
+WARM_UP_PITCH = 72
 
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -203,8 +212,10 @@ class Engine:
         _confirm_providers(decoder, names, path)
 
         encoder, encoder_path = None, None
-        candidate = _encoder_candidate(path, meta)
-        if candidate.is_file():
+        # A kind whose spec names no encoder tensors has none: no file is looked for, so a
+        # stray NAME.encoder.onnx beside a harmonizer is never opened.
+        candidate = _encoder_candidate(path, meta) if spec.encoder_inputs else None
+        if candidate is not None and candidate.is_file():
             encoder = _session(candidate, names, intra_op_threads)
             encoder_spec, _ = _read_spec(encoder, candidate, "encoder")
             if encoder_spec.to_dict() != spec.to_dict():
@@ -222,6 +233,11 @@ class Engine:
 
     def _warm_up(self) -> None:
         # The first run allocates and plans; doing it here keeps it off the first live request.
+        if self.spec.kind == "pitched":
+            melody = np.full((1, self.spec.steps), WARM_UP_PITCH, np.int64)
+            self.generate_rolls(self.latents(1, np.random.default_rng(0)),
+                                melody_roll(melody)[..., 0])
+            return
         if self.task:
             self.transform(Patterns.empty(1, self.spec), seed=0)
         else:
@@ -249,6 +265,8 @@ class Engine:
         """The model in a few words, for messages: "a sampling GrooVAE", "a humanize model",
         "a hierarchical MusicVAE drum model (16 bars)"."""
         s = self.spec
+        if s.kind == "pitched":
+            return "a chorale harmonizer (kind pitched)"
         if s.task:
             return f"a {s.task} model"
         if s.kind in CATEGORICAL_KINDS:
@@ -256,9 +274,16 @@ class Engine:
         return "a sampling GrooVAE"
 
     def _refuse_task_model(self, call: str) -> None:
+        """Sampling calls: refused for task models and harmonizers, naming what fits."""
+        self._refuse_pitched(call)
         if self.task:
             raise EngineError(f"{self.path}: a {self.task} model, which transforms patterns "
                               f"rather than {call} them (use groove-live {self.task})")
+
+    def _refuse_pitched(self, call: str) -> None:
+        if self.spec.kind == "pitched":
+            raise EngineError(f"{self.path}: {self.what}, which writes voices under a melody "
+                              f"rather than {call} drum patterns (use groove-live accompany)")
 
     @property
     def variant(self) -> str:
@@ -307,6 +332,7 @@ class Engine:
         continuous noise, an input nothing in its graph reads, is zeros. rng None (a categorical
         kind only): zero hit noise too, for a decode at temperature 0, which ignores it."""
         spec = self.spec
+        self._refuse_pitched("drawing noise for")
         shape = (batch, spec.steps, spec.n_drums)
         if spec.kind in CATEGORICAL_KINDS and rng is None:
             return (np.zeros((batch, spec.steps, spec.n_classes), np.float32),
@@ -331,6 +357,7 @@ class Engine:
         model's input pattern in the flat layout (B, T, 3C), as `transform` makes it; None for
         a sampling GrooVAE.
         """
+        self._refuse_pitched("decoding")
         z = self._latents(z)
         t = np.broadcast_to(np.asarray(temperature, np.float32), (z.shape[0],))
         if not np.all(np.isfinite(t)) or np.any(t < 0):
@@ -392,6 +419,72 @@ class Engine:
                               f"{want[0]} patterns of {want[1]} x {want[2]} (wrong shape or "
                               f"non-finite values)")
         return Patterns(*outputs)
+
+    def _decode_pitched(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
+                        cont_noise: np.ndarray, control: np.ndarray | None) -> Patterns:
+        """Kind "pitched" decodes no drum patterns (decode_noise refuses it before calling
+        this); its calls are accompany and generate_rolls."""
+        self._refuse_pitched("decoding")
+        raise AssertionError("decode_noise refuses a pitched model before its decode path")
+
+    # --- harmonizing (kind "pitched") --------------------------------------------------------
+    def latents(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """A harmonizer's noise: (n, steps/16, 8, z_size) standard normal float32, one z_size
+        vector per cell of the generator's bottleneck (see spec.ROLL_PITCHES)."""
+        spec = self.spec
+        if spec.kind != "pitched":
+            raise EngineError(f"{self.path}: {self.what}, not a harmonizer")
+        grid = (spec.steps // PITCHED_DOWNSAMPLING, ROLL_PITCHES // PITCHED_DOWNSAMPLING)
+        return rng.standard_normal((n, *grid, spec.z_size), dtype=np.float32)
+
+    def generate_rolls(self, z: np.ndarray, melody: np.ndarray) -> np.ndarray:
+        """The generator as it is: noise (B, steps/16, 8, z) and melody rolls (B, steps, 128)
+        in {-1, +1} -> voice rolls (B, steps, 128, voices) in [-1, 1] (what export verification
+        compares with torch). `accompany` is the call for pitches."""
+        spec = self.spec
+        shapes = spec.io_shapes(len(z) if np.ndim(z) else None)["decoder_inputs"]
+        z_name, melody_name = spec.decoder_inputs[0], spec.controls[0].name
+        for name, array in ((z_name, z), (melody_name, melody)):
+            if np.shape(array) != shapes[name] or len(array) == 0:
+                raise EngineError(f"{self.path}: the harmonizer's {name} must be "
+                                  f"{['batch' if d is None else d for d in shapes[name]]} "
+                                  f"with batch >= 1, got {list(np.shape(array))}")
+        feed = {z_name: np.ascontiguousarray(z, np.float32),
+                melody_name: np.ascontiguousarray(melody, np.float32)}
+        (rolls,) = self._decoder.run(list(spec.decoder_outputs), feed)
+        want = spec.io_shapes(len(z))["decoder_outputs"][spec.decoder_outputs[0]]
+        # Read into notes and played, so a hostile or broken graph is refused here.
+        if rolls.shape != want or not np.isfinite(rolls).all():
+            raise EngineError(f"{self.path}: the generator returned something other than "
+                              f"{want[0]} voice rolls of {want[1:]} (wrong shape or non-finite "
+                              f"values)")
+        return rolls
+
+    def accompany(self, melody: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """The voices a harmonizer writes under melodies: (N, steps) int MIDI pitches (REST
+        -1 where the melody is silent) -> (N, steps, voices) int pitches in spec.voices order,
+        REST where a voice rests. Each voice is brought into its spec range by whole octaves
+        (its pitch class kept; clipped only when the range is under an octave). The same seed
+        gives the same voices. EngineError for a wrong shape; ChoraleError for a melody the
+        model cannot take (silent, not integer pitches, outside the soprano range)."""
+        spec = self.spec
+        if spec.kind != "pitched":
+            raise EngineError(f"{self.path}: {self.what}, not a harmonizer; it cannot "
+                              f"accompany a melody")
+        m = np.asarray(melody)
+        if m.ndim != 2 or m.shape[1] != spec.steps or m.shape[0] == 0:
+            raise EngineError(f"a harmonizer takes melodies as (N, {spec.steps}) pitches "
+                              f"(16ths, {spec.bars} bars), got shape {list(m.shape)}")
+        rows = []
+        for i, row in enumerate(m):
+            try:
+                rows.append(check_melody(row, spec.steps))
+            except ChoraleError as e:
+                raise ChoraleError(f"melody {i}: {e}" if len(m) > 1 else str(e)) from None
+        rng = np.random.default_rng(seed)
+        rolls = self.generate_rolls(self.latents(len(rows), rng),
+                                    melody_roll(np.stack(rows))[..., 0])
+        return fold_into_ranges(roll_to_voices(rolls), spec.voices)
 
     def transform(self, patterns: Patterns, temperature: float = DEFAULT_TEMPERATURE,
                   seed: int | None = None,
@@ -481,6 +574,7 @@ class Engine:
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, patterns: Patterns) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma), each (B, z_size), of the posterior of each pattern."""
+        self._refuse_pitched("encoding")
         if self._encoder is None:
             raise EngineError(f"{self.path}: this model has no encoder "
                               f"({encoder_path_for(self.path).name} not found beside it)")
@@ -521,10 +615,35 @@ class Engine:
                    else "the mean (Magenta)"),
                 f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}"]
 
+    def _describe_pitched(self) -> list[str]:
+        s = self.spec
+        return [
+            f"model       {self.path}",
+            f"name        {s.model_name} (preset {s.preset or '?'}, run {s.run_id or '?'})",
+            f"data        {s.training_data or '?'}",
+            f"schema      {s.schema_version}, variant {self.variant}, "
+            f"providers {', '.join(self.providers)}",
+            f"kind        pitched (a harmonizer: voices under a melody), control "
+            f"{s.controls[0].name} ({s.controls[0].channels} pitches)",
+            f"phrase      {s.bars} bars x {s.steps_per_bar} steps ({s.beats_per_bar}/4), "
+            f"noise {s.steps // PITCHED_DOWNSAMPLING} x {ROLL_PITCHES // PITCHED_DOWNSAMPLING}"
+            f" x {s.z_size}",
+            f"decoder     {', '.join((*s.decoder_inputs, *(c.name for c in s.controls)))} -> "
+            f"{', '.join(s.decoder_outputs)}; no encoder",
+            "voices      " + ", ".join(f"{v.name} ch {v.midi_channel + 1} "
+                                       f"{v.low_pitch}-{v.high_pitch}" for v in s.voices),
+        ]
+
     def describe(self) -> str:
         """The spec and where the model came from, for `groove-live info`."""
         s = self.spec
         info = self.export_info
+        if s.kind == "pitched":
+            lines = self._describe_pitched()
+            if info:
+                lines.append(f"exported    {info.get('exported', '?')} from "
+                             f"{info.get('source', '?')} ({info.get('route', '?')})")
+            return "\n".join(lines)
         lines = [
             f"model       {self.path}",
             f"encoder     {self.encoder_path or 'none (encode/interpolate unavailable)'}",
@@ -565,7 +684,29 @@ DECODE_PATHS = {
     "conditioned": Engine._decode_conditioned,
     "categorical": Engine._decode_classes,
     "hierarchical": Engine._decode_classes,
+    "pitched": Engine._decode_pitched,
 }
+
+
+def fold_into_ranges(pitches: np.ndarray, voices: tuple[Voice, ...]) -> np.ndarray:
+    """(..., voices) int pitches with each voice's sounding pitches moved by whole octaves
+    into its low..high range (the pitch class, so the harmony, kept). In a range narrower than
+    an octave a pitch may have no octave inside; it is clipped to the nearer end instead.
+    REST stays REST."""
+    out = np.array(pitches, np.int64)
+    for i, voice in enumerate(voices):
+        p = out[..., i]
+        sounding = p != REST
+        low, high = voice.low_pitch, voice.high_pitch
+        moved = p.copy()
+        up = sounding & (p < low)
+        moved[up] += 12 * -((p[up] - low) // 12)  # ceil((low - p) / 12) octaves up
+        down = sounding & (p > high)
+        moved[down] -= 12 * -((high - p[down]) // 12)  # ceil((p - high) / 12) octaves down
+        outside = sounding & ((moved < low) | (moved > high))
+        moved[outside] = np.clip(p[outside], low, high)
+        p[sounding] = moved[sounding]
+    return out
 
 
 def decode_path(spec: ModelSpec, path: Path | str = "model"):

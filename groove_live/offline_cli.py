@@ -1,5 +1,5 @@
-"""`groove-live sample | interpolate | info | humanize | drumify | infill`: offline commands
-(thin, over groove_live.offline and groove_live.tasks)."""
+"""`groove-live sample | interpolate | info | humanize | drumify | infill | accompany`: offline
+commands (thin, over groove_live.offline, groove_live.tasks and groove_live.accompany)."""
 from __future__ import annotations
 
 import json
@@ -155,6 +155,8 @@ def _describe_attributes(engine) -> str:
     from .attributes import HOW_TO_ADD
 
     a = engine.attributes
+    if engine.spec.kind == "pitched":
+        return "steering    none (a harmonizer is steered by its melody only)"
     if a is None:
         return ("steering    none" if engine.task else f"steering    none ({HOW_TO_ADD})")
     offered = sorted(a.scaled) + (["fill"] if a.fill is not None else [])
@@ -202,3 +204,35 @@ drumify = _task_command(
 infill = _task_command(
     "infill", "Add the hi-hats a drummer would play: every other drum of the input is kept "
     "as played, its hi-hats are replaced.", "IN.mid's drum notes (GM pitches)")
+
+
+# The harmonizer `accompany` loads unless told: a bundled name, not bundled yet (no trained
+# harmonizer has been released), so without --model the command says so in one line.
+HARMONIZER_MODEL = "chorale_harmonizer"
+
+
+@click.command()
+@click.argument("melody", metavar="MELODY.mid", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, metavar="DIR", type=click.Path(),
+              help="Folder for MELODY.accompany.mid (made if missing); the input is never "
+                   "replaced.")
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), help="Same seed, same voices.")
+@click.option("--model", metavar=MODEL_METAVAR, help=_model_help(HARMONIZER_MODEL))
+@click.option("--png", is_flag=True, help="Also write a piano roll of the four voices "
+                                          "(first 16 bars; matplotlib).")
+def accompany(melody, out_dir, seed, model, png):
+    """Harmonize a melody: a chorale harmonizer writes alto, tenor and bass under it.
+
+    Reads MELODY.mid's notes on any channel (one note at a time, 4/4, at its tempo, quantized
+    to 16ths; any register: it is moved into the model's soprano range and the voices moved
+    back), writes MELODY.accompany.mid in --out: the melody on channel 1, each voice on its
+    own channel."""
+    from .accompany import accompany_file
+    from .bundled import bundled_models
+
+    if model is None and HARMONIZER_MODEL not in dict(bundled_models()):
+        _fail(f"no harmonizer is bundled with this install ({HARMONIZER_MODEL} is not "
+              f"included yet); pass --model PATH to an exported harmonizer .onnx")
+    engine = _engine(model, default=HARMONIZER_MODEL)
+    # accompany_file's refusals are OfflineErrors (or MidiReadError, EngineError): one line
+    click.echo(str(_run(accompany_file, engine, melody, out_dir, seed=seed, png=png)))

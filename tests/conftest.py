@@ -243,3 +243,38 @@ def toy_musicvae_export(tmp_path_factory):
         return made[preset]
 
     return make
+
+
+# The chorale harmonizer (kind pitched): chorale_wgan_gp_tiny trained 4 steps on hand-made
+# chorales and exported, rebuilt by tests/fixtures/make_toy_chorale_model.py (decoder only: a
+# harmonizer has no encoder).
+TOY_CHORALE_MODEL = FIXTURES / "toy_chorale_harmonizer.onnx"
+
+
+@pytest.fixture(scope="session")
+def toy_chorale_model_path() -> Path:
+    """The committed toy harmonizer export (no torch needed to use it)."""
+    return TOY_CHORALE_MODEL
+
+
+@pytest.fixture(scope="session")
+def toy_chorale_export(tmp_path_factory) -> ToyExport:
+    """The toy harmonizer made afresh by its maker script (hand-made chorales, 4 steps) and
+    exported here, with its run and torch model, for checks against torch."""
+    import importlib.util
+
+    import torch
+
+    from groove_live.train.run import load_model
+
+    maker_spec = importlib.util.spec_from_file_location(
+        "make_toy_chorale_model", FIXTURES / "make_toy_chorale_model.py")
+    maker = importlib.util.module_from_spec(maker_spec)
+    maker_spec.loader.exec_module(maker)
+    root = tmp_path_factory.mktemp("toy_chorale_export")
+    threads = torch.get_num_threads()
+    try:
+        result = maker.make_toy_chorale_model(root / "chorale.onnx", work_dir=root)
+    finally:
+        torch.set_num_threads(threads)
+    return ToyExport(root / "run", result.decoder_path, load_model(root / "run")[0], result)
