@@ -30,9 +30,11 @@ def test_every_example_folder_has_a_readme(folder):
 
 
 @pytest.mark.parametrize("example", ["sonic_pi/groove.rb", "sonic_pi/tasks.rb",
+                                     "sonic_pi/accompany.rb",
                                      "supercollider/groove_hits.scd",
                                      "supercollider/groove_bundles.scd",
-                                     "supercollider/groove_tasks.scd"])
+                                     "supercollider/groove_tasks.scd",
+                                     "supercollider/groove_accompany.scd"])
 def test_examples_only_send_addresses_the_server_answers(example):
     import re
 

@@ -72,6 +72,28 @@ def _humanizer_factory(config: ServeConfig):
     return load
 
 
+def _harmonizer_factory(config: ServeConfig):
+    """serve --harmonizer: the pitched model behind /groove/accompany; a file that is not one
+    stops serve with one line."""
+    if config.harmonizer in (None, "none"):
+        return None
+
+    def load():
+        from ..bundled import resolve_model
+        from ..engine import Engine, EngineError
+
+        try:
+            engine = Engine.load(resolve_model(config.harmonizer))
+        except EngineError as e:
+            raise ServeError(f"--harmonizer: {e}") from None
+        if engine.spec.kind != "pitched":
+            raise ServeError(f"--harmonizer {config.harmonizer}: model "
+                             f"{engine.spec.model_name} is a {engine.spec.kind} model, not a "
+                             f"harmonizer (kind pitched)")
+        return engine
+    return load
+
+
 def _midi_in_factory(config: ServeConfig):
     if not config.midi_in:
         return None
@@ -159,13 +181,17 @@ def _midi_sinks(config: ServeConfig):
 @click.option("--midi-in", metavar="PORT",
               help="Taps from this MIDI input (name or prefix; JACK when there is no ALSA): "
                    "every note-on is a tap with its velocity.")
+@click.option("--harmonizer", metavar="NAME|PATH",
+              help="A harmonizer model (kind pitched, e.g. chorale_harmonizer): /groove/accompany "
+                   "takes a 2-bar melody and plays it with alto, tenor and bass as /groove/note "
+                   "and on MIDI channels 1-4 (see docs/osc.md).")
 @click.option("--library", metavar="DIR",
               help="A folder of MIDI grooves: /groove/load NAME and /groove/morph NAME play "
                    "DIR/NAME.mid, /groove/save NAME writes the playing phrase there.")
 def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, model, latency_ms,
           bundles, bar_lookahead_ms, temperature, seed, quantize, stopped, humanize_model,
           humanize, drumify_model, infill_model, tap_latency_ms, tap_bars, midi_in,
-          library) -> None:
+          harmonizer, library) -> None:
     """Play grooves live: OSC control in, OSC hits / bars and MIDI notes out."""
     t0 = time.monotonic()
     if midi_virtual and midi_out:
@@ -187,10 +213,11 @@ def serve(port, host, allows, bpm, sends, midi_virtual, midi_out, midi_clock, mo
             task_models=(("humanize", humanize_model), ("drumify", drumify_model),
                          ("infill", infill_model)),
             tap_latency_s=tap_latency_ms / 1000.0, tap_bars=tap_bars, midi_in=midi_in,
-            library=library, humanize=humanize)
+            library=library, humanize=humanize, harmonizer=harmonizer)
         run_server(config, _engine_factory(model), _midi_sinks, out=_echo, started_t_s=t0,
                    task_engines_factory=_task_engines_factory(config),
                    midi_in_factory=_midi_in_factory(config),
-                   humanizer_factory=_humanizer_factory(config))
+                   humanizer_factory=_humanizer_factory(config),
+                   harmonizer_factory=_harmonizer_factory(config))
     except ServeError as e:
         _fail(str(e))

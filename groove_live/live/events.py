@@ -16,6 +16,20 @@ class Hit:
     offset: float  # fraction of a step, + = late
 
 
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One pitched note of the harmonizer's loop inside a bar (live/harmony.py): it starts on a
+    grid step and is held `steps` 16ths, which may run past the bar line into the next bar."""
+
+    step: int  # grid step inside the bar where it starts
+    voice: str  # "soprano" (the user's melody), then the harmonizer's voices
+    voice_index: int  # 0 for the melody, 1.. for the written voices in the model's order
+    channel: int  # 0-based MIDI channel
+    pitch: int
+    velocity: float  # 0..1
+    steps: int  # how many 16ths it is held
+
+
 @dataclass(frozen=True, eq=False)
 class BarContent:
     """One bar ready to play: its hits, and where they came from (for /groove/info and tests)."""
@@ -26,6 +40,7 @@ class BarContent:
     source: str  # "sample", "walk", "interpolate", "silence", "repeat"
     ready_t_s: float = float("nan")  # when the worker published it (clock time base)
     requested: bool = False  # decoded because a request had to land on this very bar
+    notes: tuple[Note, ...] = ()  # the harmonizer's notes starting in this bar (none: off)
 
 
 # Events carry their intended time `t_s` (clock time base). Sinks may stash an encoded form
@@ -42,12 +57,29 @@ class HitEvent:
 
 
 @dataclass(slots=True)
+class NoteEvent:
+    """A pitched note (the harmonizer's): sent at its start, with how long it is held."""
+
+    t_s: float
+    bar: int
+    step: int
+    voice: str
+    voice_index: int
+    channel: int  # 0-based MIDI channel
+    pitch: int
+    velocity: float  # 0..1
+    duration_s: float
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class NoteOffEvent:
     t_s: float
     bar: int
     voice: str
     pitch: int
     payload: dict = field(default_factory=dict)
+    channel: int | None = None  # None: the drum channel
 
 
 @dataclass(slots=True)
@@ -73,4 +105,4 @@ class ClockEvent:
     payload: dict = field(default_factory=dict)
 
 
-Event = HitEvent | NoteOffEvent | BarEvent | ClockEvent
+Event = HitEvent | NoteEvent | NoteOffEvent | BarEvent | ClockEvent

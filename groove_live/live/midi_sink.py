@@ -1,4 +1,5 @@
-"""MIDI output: GM drum notes on channel 10 to a virtual or existing port, optional MIDI clock."""
+"""MIDI output: GM drum notes on channel 10 to a virtual or existing port, optional MIDI clock;
+the harmonizer's voices (serve --harmonizer) on their own channels (melody 1, alto 2, ...)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,7 @@ import sys
 
 from ..limits import DRUM_CHANNEL, NOTE_LENGTH_STEPS
 from . import tempo
-from .events import ClockEvent, Event, HitEvent, NoteOffEvent
+from .events import ClockEvent, Event, HitEvent, NoteEvent, NoteOffEvent
 from .sinks import RenderedBar, Sink
 RTMIDI = "mido.backends.rtmidi"
 JACK = "mido.backends.rtmidi/UNIX_JACK"
@@ -108,7 +109,7 @@ class MidiSink(Sink):
     """
 
     name = "midi"
-    wants = frozenset({HitEvent, ClockEvent})  # the hits, and start/stop
+    wants = frozenset({HitEvent, NoteEvent, ClockEvent})  # the hits and notes, and start/stop
     fixed_on_sync = (NoteOffEvent,)  # a bar cut short must not leave a started note sounding
 
     def __init__(self, port, description: str, clock: bool = False) -> None:
@@ -118,7 +119,7 @@ class MidiSink(Sink):
         self._port = port
         self._description = description
         self.clock = clock
-        self._sounding: set[int] = set()
+        self._sounding: set[tuple[int, int]] = set()  # (channel, pitch)
         self.send_errors = 0
         # Prebuilt, so the clock thread does not build messages 96 times a bar.
         self._tick = mido.Message("clock")
@@ -129,20 +130,29 @@ class MidiSink(Sink):
         note_length_s = NOTE_LENGTH_STEPS * bar.step_length_s
         events: list[Event] = [NoteOffEvent(h.t_s + note_length_s, h.bar, h.voice, h.pitch)
                                for h in bar.hits]
+        # A harmonizer note ends when it is held to; planned before the next bar's notes, so a
+        # note that ends where the same pitch starts again is off before it is on again.
+        events += [NoteOffEvent(n.t_s + n.duration_s, n.bar, n.voice, n.pitch, channel=n.channel)
+                   for n in bar.notes]
         if self.clock:
             events += [ClockEvent(t_s, bar.bar, "tick") for t_s in
                        tempo.midi_clock_times_s(bar.downbeat_t_s, bar.bar_length_s,
                                                 bar.beats_per_bar)]
         return events
 
+    @staticmethod
+    def _channel(event: Event) -> int:
+        channel = getattr(event, "channel", None)
+        return DRUM_CHANNEL if channel is None else channel
+
     def prepare(self, event: Event) -> None:
-        if isinstance(event, HitEvent):
+        if isinstance(event, (HitEvent, NoteEvent)):
             midi_velocity = min(127, max(1, round(event.velocity * 127)))
             event.payload[self.name] = self._mido.Message(
-                "note_on", channel=DRUM_CHANNEL, note=event.pitch, velocity=midi_velocity)
+                "note_on", channel=self._channel(event), note=event.pitch, velocity=midi_velocity)
         elif isinstance(event, NoteOffEvent):
             event.payload[self.name] = self._mido.Message(
-                "note_off", channel=DRUM_CHANNEL, note=event.pitch, velocity=0)
+                "note_off", channel=self._channel(event), note=event.pitch, velocity=0)
 
     def emit(self, event: Event) -> None:
         if isinstance(event, ClockEvent):
@@ -151,20 +161,21 @@ class MidiSink(Sink):
             if not self.clock:
                 return
             msg = {"tick": self._tick, "start": self._start, "stop": self._stop}[event.kind]
-        elif isinstance(event, (HitEvent, NoteOffEvent)):
+        elif isinstance(event, (HitEvent, NoteEvent, NoteOffEvent)):
             msg = event.payload.get(self.name)
             if msg is None:
                 self.prepare(event)
                 msg = event.payload[self.name]
-            if isinstance(event, HitEvent):
-                if event.pitch in self._sounding:  # retrigger: end the previous note first
-                    self._send(self._mido.Message("note_off", channel=DRUM_CHANNEL,
-                                                  note=event.pitch, velocity=0))
-                self._sounding.add(event.pitch)
-            else:
-                if event.pitch not in self._sounding:
+            key = (self._channel(event), event.pitch)
+            if isinstance(event, NoteOffEvent):
+                if key not in self._sounding:
                     return
-                self._sounding.discard(event.pitch)
+                self._sounding.discard(key)
+            else:
+                if key in self._sounding:  # retrigger: end the previous note first
+                    self._send(self._mido.Message("note_off", channel=key[0], note=key[1],
+                                                  velocity=0))
+                self._sounding.add(key)
         else:
             return
         self._send(msg)
@@ -176,8 +187,8 @@ class MidiSink(Sink):
             self.send_errors += 1
 
     def all_notes_off(self) -> None:
-        for pitch in sorted(self._sounding):
-            self._send(self._mido.Message("note_off", channel=DRUM_CHANNEL, note=pitch, velocity=0))
+        for channel, pitch in sorted(self._sounding):
+            self._send(self._mido.Message("note_off", channel=channel, note=pitch, velocity=0))
         self._sounding.clear()
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from ..limits import (MAX_BAR_LOOKAHEAD_MS, MAX_BPM, MAX_TEMPERATURE, MIN_BPM, Q
                       SEED_LIMIT)
 from ..spec import ModelSpec
 from .guard import AddressRefused, parse_host
+from .harmony import HarmonyError
 from .library import LibraryError
 from .osc_wire import IMPULSE, Message, WireError, decode_packet, encode_message
 from .planner import latent_unit_bars, whole_units
@@ -30,7 +31,8 @@ MAX_REASON_CHARS = 300
 MAX_REPLY_BYTES = 8192  # well inside one UDP datagram; /groove/info is the largest (~1.5 KB)
 NAMESPACE = "/groove"
 # Our own outputs and replies: a groove-live (or this one) pointed at another must not answer.
-OUTPUT_ADDRESSES = frozenset({"/groove/ack", "/groove/error", "/groove/hit", "/groove/bar"})
+OUTPUT_ADDRESSES = frozenset({"/groove/ack", "/groove/error", "/groove/hit", "/groove/bar",
+                              "/groove/note"})
 # How OSC programs commonly name replies and notifications (scsynth's /done, /fail, /synced,
 # /status.reply; generic /ack, /error, /reply): never answered, even under /groove/.
 REPLY_WORDS = frozenset({"ack", "error", "reply", "done", "fail", "failed", "synced",
@@ -184,11 +186,17 @@ class OscApi:
             "/groove/density": Route(self._density, 1, "<x f -1..1>"),
             "/groove/syncopation": Route(self._syncopation, 1, "<x f -1..1>"),
             "/groove/fill": Route(self._fill, 0, ""),
+            # The harmonizer (harmony.LiveHarmony): a melody in, four voices as /groove/note.
+            "/groove/accompany": Route(self._accompany, 32,
+                                       "<32 notes i (0 = rest) | 16 notes i | melody s>"),
+            "/groove/accompany/stop": Route(self._accompany_stop, 0, ""),
         }
         tasks = getattr(controls, "tasks", None)  # a LiveTasks; controls without one: no tasks
         self.tasks = tasks if hasattr(tasks, "parse") else None
         steering = getattr(controls, "steering", None)  # a LiveSteering, or no steering
         self.steering = steering if hasattr(steering, "set_style") else None
+        harmony = getattr(controls, "harmony", None)  # a LiveHarmony, or no harmonizer at all
+        self.harmony = harmony if hasattr(harmony, "request") else None
         self.errors = 0  # requests refused
         self.ignored = 0  # messages not answered: replies, outputs, other programs'
 
@@ -503,4 +511,27 @@ class OscApi:
 
     def _fill(self, args, sender) -> list:
         self._steer(lambda s: s.fill())
+        return []
+
+    # --- the harmonizer: the melody checked here, the model run on the worker -------------
+    def _live_harmony(self):
+        if self.harmony is None:
+            raise ApiError("no harmonizer: start serve with --harmonizer NAME|PATH")
+        return self.harmony
+
+    def _accompany(self, args, sender) -> list:
+        harmony = self._live_harmony()
+        try:
+            melody = harmony.parse(args)
+            harmony.request(melody, sender)
+        except HarmonyError as e:
+            raise ApiError(str(e)) from None
+        # The ack says what will play: the melody's steps and how many of them sound.
+        return [len(melody), int((melody >= 0).sum())]
+
+    def _accompany_stop(self, args, sender) -> list:
+        try:
+            self._live_harmony().stop()
+        except HarmonyError as e:
+            raise ApiError(str(e)) from None
         return []

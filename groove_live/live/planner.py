@@ -122,8 +122,17 @@ class PlayPhrase:
     source: str  # the task that made it: "humanize", "drumify", "infill"
 
 
+@dataclass(frozen=True, eq=False)
+class SetHarmony:
+    """Loop the harmonizer's notes (per bar, a tuple of events.Note) from the next bar, or the
+    next phrase start with quantize "phrase"; None stops them there. Played over whatever the
+    drums play: the drum plan is not touched."""
+
+    bars: tuple | None
+
+
 Command = (Sample | StartWalk | Interpolate | SetTemperature | Restart | SetQuantize | PlayPhrase
-           | Steer | Fill)
+           | Steer | Fill | SetHarmony)
 
 
 def fresh_target(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -181,6 +190,9 @@ class Planner:
         self.states: dict[int, BarState] = {first_bar: first}
         self._commanded: dict[int, BarState] = {}  # bar -> the state a command put there
         self.fills: dict[int, np.ndarray] = {}  # bar -> fill vector (steering.Fill)
+        # bar -> the harmony loop (per-bar notes) that starts there, None where it stops;
+        # each holds until the next.
+        self.harmony: dict[int, tuple | None] = {}
 
     @property
     def last_bar(self) -> int:
@@ -207,6 +219,19 @@ class Planner:
                                 source="walk")
         return prev
 
+    def harmony_at(self, bar: int) -> tuple[tuple | None, int]:
+        """(the harmony loop playing at `bar` or None, the bar that loop started on)."""
+        starts = [b for b in self.harmony if b <= bar]
+        if not starts:
+            return None, bar
+        start = max(starts)
+        return self.harmony[start], start
+
+    def harmony_notes(self, bar: int) -> tuple:
+        """The harmonizer's notes starting in `bar` (empty when none plays)."""
+        loop, start = self.harmony_at(bar)
+        return loop[(bar - start) % len(loop)] if loop else ()
+
     def extend_to(self, bar: int) -> None:
         last = self.last_bar
         while last < bar:
@@ -220,6 +245,9 @@ class Planner:
         self._commanded = {b: st for b, st in self._commanded.items() if b >= bar}
         for b in [b for b in self.fills if b < bar]:
             del self.fills[b]
+        playing = max((b for b in self.harmony if b <= bar), default=None)
+        for b in [b for b in self.harmony if playing is not None and b < playing]:
+            del self.harmony[b]
 
     def _known(self, bar: int) -> BarState:
         """The state of `bar`, or of the oldest bar still known when `bar` is older."""
@@ -245,6 +273,12 @@ class Planner:
         if isinstance(command, SetQuantize):
             self.quantize = command.quantize
             return None
+        if isinstance(command, SetHarmony):  # over the drums: their plan stays as it is
+            start = self.start_bar(first_free_bar)
+            for b in [b for b in self.harmony if b >= start]:
+                del self.harmony[b]
+            self.harmony[start] = command.bars
+            return start
         # A restart is never held back to a phrase boundary: playback starts on the next bar.
         # A finished phrase waits for a phrase start, where its bars line up with the groove's;
         # where every change starts a phrase anyway (unit_bars > 1: up to 16 bars to wait), it
@@ -308,6 +342,11 @@ class Planner:
             state = change(temperature=command.temperature, **phrase)
         elif isinstance(command, Restart):
             state = change(phrase_start_bar=start)
+            loop, _ = self.harmony_at(start)
+            if loop is not None:  # the harmonizer's loop starts again with the phrase
+                for b in [b for b in self.harmony if b >= start]:
+                    del self.harmony[b]
+                self.harmony[start] = loop
         elif isinstance(command, PlayPhrase):
             state = base.replace(fixed=tuple(command.bars), source=command.source,
                                  phrase_start_bar=start, walk=None, morph=None)

@@ -26,7 +26,7 @@ from ..limits import MAX_BPM, MIN_BPM
 from ..spec import ModelSpec
 from . import tempo
 from .clock import Clock
-from .events import BarContent, BarEvent, ClockEvent, Event, HitEvent
+from .events import BarContent, BarEvent, ClockEvent, Event, HitEvent, NoteEvent
 from .realtime import RealtimePolicy
 from .sinks import RenderedBar, Sink
 from .stats import TimingStats
@@ -90,8 +90,13 @@ def render_bar(content: BarContent, bar: int, downbeat_t_s: float, bpm: float,
         hits.append(HitEvent(t_s, bar, h.step, drum.name, drum.out_pitch, velocity))
         summary.append((drum.name, drum.out_pitch, velocity, h.step, t_s - downbeat_t_s))
     event = BarEvent(downbeat_t_s - lookahead_s, downbeat_t_s, bar, bpm, tuple(summary))
+    # The harmonizer's notes sit on the grid (no micro-timing, no drum mix). A note held past
+    # the bar line keeps this bar's step length: a tempo change there stretches it slightly.
+    notes = tuple(NoteEvent(downbeat_t_s + n.step * step_length_s, bar, n.step, n.voice,
+                            n.voice_index, n.channel, n.pitch, n.velocity,
+                            n.steps * step_length_s) for n in content.notes)
     return RenderedBar(bar, downbeat_t_s, bpm, bar_length_s, step_length_s, spec.beats_per_bar,
-                       event, tuple(hits))
+                       event, tuple(hits), notes)
 
 
 class _Entry:
@@ -370,7 +375,7 @@ class Scheduler:
         old = self._recent.get(bar - self.spec.bars)
         if old is None:
             return BarContent((), None, 0, "silence")
-        return BarContent(old.hits, old.z, old.phrase_bar, "repeat")
+        return BarContent(old.hits, old.z, old.phrase_bar, "repeat", notes=old.notes)
 
     def _commit(self, now: float) -> None:
         bar = self.next_bar
@@ -412,6 +417,8 @@ class Scheduler:
                 self._push(event, (sink,), isinstance(event, sink.fixed_on_sync))
         for hit in rendered.hits:
             self._push(hit)
+        for note in rendered.notes:
+            self._push(note)
 
     # --- controls (run on the clock thread) -----------------------------------------------
     def _start(self, now: float, notify: bool = True) -> None:

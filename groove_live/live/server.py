@@ -19,9 +19,11 @@ from ipaddress import IPv4Network
 from typing import Any, Callable
 
 from ..limits import DEFAULT_TEMPERATURE
+from ..spec import ModelSpec
 from .clock import Clock, FakeClock, MonotonicClock
 from .controls import LiveControls
 from .guard import AddressRefused, Guard, Limits, parse_host
+from .harmony import LiveHarmony
 from .library import Library
 from .osc_api import OscApi
 from .planner import Restart, latent_unit_bars
@@ -71,6 +73,8 @@ class ServeConfig:
     # serve --humanize: a humanize model's NAME|PATH that plays every decoded phrase (None or
     # "none": off)
     humanize: str | None = None
+    # serve --harmonizer: a pitched model's NAME|PATH for /groove/accompany (None: off)
+    harmonizer: str | None = None
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -108,6 +112,16 @@ def resolve_address(text: str, lookup: Callable[[str], str] = _lookup_ipv4) -> A
                          f"{getattr(e, 'strerror', None) or e}") from None
 
 
+def check_harmonizer_grid(harmonizer: ModelSpec, playing: ModelSpec) -> None:
+    """The harmonizer's notes are placed on the playing model's bar grid: refuse one whose
+    bar is cut differently (its notes would land on the wrong steps)."""
+    grid = (harmonizer.steps_per_bar, harmonizer.beats_per_bar)
+    if grid != (playing.steps_per_bar, playing.beats_per_bar):
+        raise ServeError(f"--harmonizer: model {harmonizer.model_name} plays bars of {grid[1]} "
+                         f"beats in {grid[0]} steps; the playing model {playing.model_name} has "
+                         f"{playing.beats_per_bar} beats in {playing.steps_per_bar} steps")
+
+
 def bind_udp(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -128,10 +142,13 @@ class Server:
                  clock: Clock | None = None, sinks: list[Sink] | None = None,
                  sock: socket.socket | None = None,
                  realtime_policy: RealtimePolicy | None = None,
-                 task_engines: dict[str, Any] | None = None, humanizer: Any = None) -> None:
+                 task_engines: dict[str, Any] | None = None, humanizer: Any = None,
+                 harmonizer: Any = None, harmonize: Callable | None = None) -> None:
         self.engine = engine
         self.spec = engine.spec
         self.config = config
+        if harmonizer is not None:  # first: nothing is open yet to close again
+            check_harmonizer_grid(harmonizer.spec, self.spec)
         self.clock = clock or MonotonicClock()
         own_sock = sock is None and config.port is not None
         if own_sock:
@@ -173,6 +190,11 @@ class Server:
         # Attribute vectors of the model (None: the steering routes say how to add them).
         self.steering = LiveSteering(getattr(engine, "attributes", None), self.worker)
         self.controls.steering = self.steering  # OscApi drives it, as it does tasks
+        # The harmonizer (--harmonizer): a pitched engine, or None; harmonize is the function
+        # that fits a melody to it (tests pass their own; None: groove_live.accompany's).
+        self.harmony = LiveHarmony(harmonizer, self.worker, config.seed, harmonize,
+                                   send=self._send_later)
+        self.controls.harmony = self.harmony
         self.api = OscApi(self.controls)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -398,6 +420,7 @@ class Server:
               for why in ("not_allowed", "self", "bad_source", "rate_limited")),
         ]
         items += self.tasks.info()
+        items += self.harmony.info()
         items += self.library.info()
         items += self.steering.info()
         items += list(self.stats.summary().items())
@@ -420,6 +443,11 @@ def describe(server: Server) -> list[str]:
         lines.append(f"{task}: {engine}" if isinstance(engine, str) else
                      f"{task}: model {engine.spec.model_name}, {engine.spec.bars} bars (repeats "
                      f"in the {spec.bars}-bar phrase)")
+    if server.harmony.engine is not None:
+        hs = server.harmony.engine.spec
+        lines.append(f"--harmonizer: model {hs.model_name} writes "
+                     f"{', '.join(v.name for v in hs.voices)} under /groove/accompany melodies "
+                     f"({hs.bars} bars), sent as /groove/note")
     if server.listening:
         host, port = server.listening
         lines.append(f"listening for OSC on udp {host}:{port}, answering {server.guard.describe()}")
@@ -438,7 +466,8 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
           out=print, started_t_s: float | None = None,
           task_engines_factory: Callable[[EngineLike], dict[str, Any]] | None = None,
           midi_in_factory: Callable[["Server"], Any] | None = None,
-          humanizer_factory: Callable[[EngineLike], Any] | None = None) -> int:
+          humanizer_factory: Callable[[EngineLike], Any] | None = None,
+          harmonizer_factory: Callable[[], Any] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Raises ServeError for things the user can fix."""
     t0 = time.monotonic() if started_t_s is None else started_t_s
     # Bind and open ports before loading the model: a taken port is reported at once.
@@ -449,8 +478,9 @@ def serve(config: ServeConfig, engine_factory: Callable[[], EngineLike],
         engine = engine_factory()
         task_engines = task_engines_factory(engine) if task_engines_factory else {}
         humanizer = humanizer_factory(engine) if humanizer_factory else None
+        harmonizer = harmonizer_factory() if harmonizer_factory else None
         server = Server(engine, config, sinks=sinks, sock=sock, task_engines=task_engines,
-                        humanizer=humanizer)
+                        humanizer=humanizer, harmonizer=harmonizer)
     except BaseException:
         for sink in sinks:
             sink.close()

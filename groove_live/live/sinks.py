@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from pythonosc.parsing.ntp import system_time_to_ntp
 
-from .events import BarEvent, ClockEvent, Event, HitEvent
+from .events import BarEvent, ClockEvent, Event, HitEvent, NoteEvent
 from .osc_wire import BUNDLE_HEADER, encode_message
 
 Address = tuple[str, int]
@@ -36,6 +36,7 @@ class RenderedBar:
     beats_per_bar: int
     event: BarEvent  # the /groove/bar summary, sent a lookahead before the downbeat
     hits: tuple[HitEvent, ...]  # in the order the model gave them, not by time
+    notes: tuple[NoteEvent, ...] = ()  # the harmonizer's pitched notes starting in this bar
 
 
 class Sink:
@@ -105,6 +106,23 @@ def hit_message(voice: str, pitch: int, velocity: float, bar: int, step: int) ->
                                               int(step)))
 
 
+_NOTE_HEAD = _osc_string("/groove/note") + _osc_string(",siffiii")
+_NOTE_ARGS = struct.Struct(">iffiii")  # pitch, velocity, duration_s, bar, step, voice_index
+
+
+def note_message(voice: str, pitch: int, velocity: float, duration_s: float, bar: int,
+                 step: int, voice_index: int) -> bytes:
+    """/groove/note voice pitch velocity duration_s bar step voice_index."""
+    try:
+        return _NOTE_HEAD + _osc_string(voice) + _NOTE_ARGS.pack(
+            int(pitch), float(velocity), float(duration_s), int(bar), int(step),
+            int(voice_index))
+    except (struct.error, OverflowError):
+        return encode_message("/groove/note", (voice, int(pitch), float(velocity),
+                                               float(duration_s), int(bar), int(step),
+                                               int(voice_index)))
+
+
 def bar_message(bar: int, bpm: float,
                 hits: Iterable[tuple[str, int, float, int, float]]) -> bytes:
     """/groove/bar bar bpm, then voice pitch velocity step t_s per hit."""
@@ -123,7 +141,8 @@ def bar_message(bar: int, bpm: float,
 
 
 class OscSink(Sink):
-    """`/groove/hit` per hit and `/groove/bar` per bar to every target.
+    """`/groove/hit` per hit and `/groove/bar` per bar to every target, and `/groove/note` per
+    note of the harmonizer (serve --harmonizer).
 
     With `bundles`, each message goes in a bundle time-tagged with its intended time plus
     `latency_s`, for receivers that honour time tags (sclang forwarding to scsynth).
@@ -131,6 +150,7 @@ class OscSink(Sink):
     """
 
     name = "osc"
+    wants = frozenset({HitEvent, BarEvent, NoteEvent})
 
     def __init__(self, sock: socket.socket, targets: list[Address] | None = None,
                  bundles: bool = False, latency_s: float = 0.0,
@@ -202,6 +222,9 @@ class OscSink(Sink):
             msg = hit_message(event.voice, event.pitch, event.velocity, event.bar, event.step)
         elif isinstance(event, BarEvent):
             msg = bar_message(event.bar, event.bpm, event.hits)
+        elif isinstance(event, NoteEvent):
+            msg = note_message(event.voice, event.pitch, event.velocity, event.duration_s,
+                               event.bar, event.step, event.voice_index)
         else:
             return None
         if not self.bundles:
@@ -210,11 +233,11 @@ class OscSink(Sink):
         return BUNDLE_HEADER + time_tag + struct.pack(">i", len(msg)) + msg
 
     def prepare(self, event: Event) -> None:
-        if isinstance(event, (HitEvent, BarEvent)):
+        if isinstance(event, (HitEvent, BarEvent, NoteEvent)):
             event.payload[self.name] = self._encode(event)
 
     def emit(self, event: Event) -> None:
-        if not isinstance(event, (HitEvent, BarEvent)):
+        if not isinstance(event, (HitEvent, BarEvent, NoteEvent)):
             return
         dgram = event.payload.get(self.name)
         if dgram is None:  # emitted without prepare (a late event): encode now
@@ -243,7 +266,7 @@ class RecordingSink(Sink):
     name = "recording"
 
     def __init__(self, now: Callable[[], float],
-                 wants: Iterable[type] = (HitEvent, BarEvent, ClockEvent)) -> None:
+                 wants: Iterable[type] = (HitEvent, BarEvent, ClockEvent, NoteEvent)) -> None:
         self._now = now
         self.wants = frozenset(wants)
         self.records: list[tuple[Event, float]] = []  # (event, emitted_t_s)
@@ -263,6 +286,9 @@ class RecordingSink(Sink):
 
     def bars(self) -> list[BarEvent]:
         return self.events(BarEvent)
+
+    def notes(self) -> list[NoteEvent]:
+        return self.events(NoteEvent)
 
     def wait_for(self, predicate: Callable[["RecordingSink"], bool], timeout_s: float) -> bool:
         with self._cond:

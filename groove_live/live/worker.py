@@ -191,19 +191,20 @@ class Worker:
 
     def _content(self, bar: int, state: BarState, requested: bool) -> BarContent:
         fill = self.planner.fills.get(bar)  # steering.Fill: this bar plays a fill
+        notes = self.planner.harmony_notes(bar)  # the harmonizer's, over any drums
         if state.fixed is not None and fill is None:  # a finished phrase: it loops as is
             phrase_bar = (bar - state.phrase_start_bar) % len(state.fixed)
             return BarContent(state.fixed[phrase_bar], state.z, phrase_bar, state.source,
-                              ready_t_s=self._now(), requested=requested)
+                              ready_t_s=self._now(), requested=requested, notes=notes)
         self._keep_off_the_clock()
         phrase_bar = (bar - state.phrase_start_bar) % self.spec.bars
         bars = self._decode(steered_latent(state.z, state.offset, fill), state.temperature,
                             state.noise_seed)
         if fill is not None:  # a fill is the last bar of its decoded phrase
             return BarContent(bars[-1], state.z, phrase_bar, "fill", ready_t_s=self._now(),
-                              requested=requested)
+                              requested=requested, notes=notes)
         return BarContent(bars[phrase_bar], state.z, phrase_bar, state.source,
-                          ready_t_s=self._now(), requested=requested)
+                          ready_t_s=self._now(), requested=requested, notes=notes)
 
     def playing_phrase(self) -> tuple:
         """Per-bar hits of the phrase the clock took last (worker thread): what plays now."""
@@ -301,19 +302,22 @@ class Worker:
     def _apply(self, commands: list[Command]) -> bool:
         planner = self.planner
         saved_states, saved_quantize = dict(planner.states), planner.quantize
+        saved_harmony = dict(planner.harmony)
         try:
-            return self._apply_planned(commands, saved_states, saved_quantize)
+            return self._apply_planned(commands, saved_states, saved_quantize, saved_harmony)
         except Exception:
             # A request whose decode fails is dropped whole: the plan goes back to what was
             # playing, so later bars are not planned from a groove that cannot be decoded.
             planner.states, planner.quantize = saved_states, saved_quantize
+            planner.harmony = saved_harmony
             raise
 
     def _apply_planned(self, commands: list[Command], saved_states: dict,
-                       saved_quantize: str) -> bool:
+                       saved_quantize: str, saved_harmony: dict) -> bool:
         planner = self.planner
         for _attempt in range(4):
             planner.states, planner.quantize = dict(saved_states), saved_quantize
+            planner.harmony = dict(saved_harmony)
             first_free = self.timeline.first_free_bar()
             starts = [s for s in (planner.apply(c, first_free) for c in commands) if s is not None]
             if not starts:
@@ -367,7 +371,12 @@ class Worker:
         # What plays now, and (_pending) what the newest planned bar will play: a request
         # lands on the next bar or phrase, so the two differ until the clock gets there.
         pending = planner.states[planner.last_bar]
+        harmony, harmony_bar = planner.harmony_at(bar)
+        newest_harmony = planner.harmony[max(planner.harmony)] if planner.harmony else None
         self.status = {
+            "harmony": int(harmony is not None),
+            "harmony_since_bar": harmony_bar if harmony is not None else -1,
+            "harmony_pending": int(newest_harmony is not None),
             "temperature": float(state.temperature),
             "temperature_pending": float(pending.temperature),
             "walk_step": float(state.walk.step) if state.walk else 0.0,

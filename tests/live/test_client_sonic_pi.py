@@ -207,3 +207,52 @@ def test_sonic_pi_tasks_example_humanizes_its_beat_and_its_taps_become_a_kit(pro
         assert len({t[1] for t in taps}) == 1 and all(abs(t[3]) < 0.4 for t in taps), taps
     finally:
         listener.close()
+
+
+ACCOMPANY_EXAMPLE = REPO / "examples" / "sonic_pi" / "accompany.rb"
+TOY_HARMONIZER = REPO / "tests" / "fixtures" / "toy_chorale_harmonizer.onnx"
+
+
+def sonic_pi_synths(gui) -> list[tuple[float, str, float]]:
+    """From Sonic Pi's GUI log: every synth it played as (logical time, synth, note)."""
+    played = []
+    for m in gui.messages("/log/multi_message"):
+        for text in (x for x in m.params[5::2] if isinstance(x, str)):
+            found = re.match(r"synth :(\w+), \{note: ([\d.]+)", text)
+            if found:
+                played.append((float(m.params[2]), found.group(1), float(found.group(2))))
+    return played
+
+
+def test_sonic_pi_accompany_example_plays_every_voice_of_its_melody(procs, sonic_pi):
+    control, gui, cue_port = sonic_pi
+    port = free_udp_port()
+    listener = OscClient(("127.0.0.1", port))
+    try:
+        server = procs(serve_argv("--port", str(port), "--bpm", str(BPM),
+                                  "--harmonizer", str(TOY_HARMONIZER),
+                                  "--send", f"127.0.0.1:{cue_port}",
+                                  "--send", f"127.0.0.1:{listener.port}"))
+        server.wait_line(r"ready in", timeout_s=20)
+        code = ACCOMPANY_EXAMPLE.read_text().replace('use_osc "127.0.0.1", 57120',
+                                                     f'use_osc "127.0.0.1", {port}')
+        control.send("/run-code", GUI_ID, code)
+        # Notes sent in 5 bars: the 2-bar loop over twice.
+        def note_bars(c) -> int:
+            return len({m.params[4] for m in c.messages("/groove/note")})
+        assert listener.wait_for(lambda c: note_bars(c) >= 5, timeout_s=30), server.text()
+        sent = listener.messages("/groove/note")
+        assert gui.wait_for(lambda g: len(sonic_pi_synths(g)) >= len(sent), timeout_s=5), (
+            len(sonic_pi_synths(gui)), len(sent))
+        errors = gui.messages("/error") + gui.messages("/syntax_error")
+        assert not errors, [e.params for e in errors]
+        acks = [m.params for m in gui.messages("/incoming/osc") if "/groove/ack" in str(m.params)]
+        assert any(p[3] == '["/groove/accompany", 32, 32]' for p in acks), acks
+        played = sonic_pi_synths(gui)
+        # The melody on :pulse (Ode to Joy's pitches), the written voices on :tri: what was sent.
+        assert {n for _, s, n in played if s == "pulse"} == {62.0, 64.0, 65.0, 67.0}
+        assert {n for _, s, n in played} <= {float(m.params[1]) for m in sent}
+        voices = {m.params[0] for m in sent}
+        assert "soprano" in voices and voices <= {"soprano", "alto", "tenor", "bass"}, voices
+    finally:
+        listener.close()

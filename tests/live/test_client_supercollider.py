@@ -128,3 +128,73 @@ def test_sclang_tasks_example_humanizes_and_its_tapped_rhythm_becomes_a_kit(proc
         assert "humanize" in seen
     finally:
         listener.close()
+
+
+ACCOMPANY_HARNESS = r"""
+// argv: groove_port example_path scsynth_port want_notes timeout_s. Prints RESULT once
+// `want_notes` /groove/note arrived and scsynth started as many synths (and ended them:
+// /n_end, each note released after its duration), TIMEOUT otherwise.
+(
+var argv = thisProcess.argv;
+var groovePort = argv[0].asInteger, example = argv[1], scPort = argv[2].asInteger;
+var want = argv[3].asInteger, timeout = argv[4].asFloat;
+var notes = 0, started = 0, ended = 0, steps = -1, sounding = -1, errors = 0, done = false;
+var report = { |word, code|
+    if(done.not) {
+        done = true;
+        "% notes=% started=% ended=% steps=% sounding=% errors=% scsynth_pid=%".format(
+            word, notes, started, ended, steps, sounding, errors, s.pid).postln;
+        s.quit;
+        code.exit;
+    }
+};
+var check = {
+    if(notes >= want and: { started >= want } and: { ended >= want }) { report.("RESULT", 0) }
+};
+~grooveAddr = NetAddr("127.0.0.1", groovePort);
+Server.default = s = Server(\grooveTest, NetAddr("127.0.0.1", scPort));
+s.options.numInputBusChannels = 0;
+s.options.maxLogins = 2;
+OSCFunc({ notes = notes + 1; check.() }, '/groove/note', ~grooveAddr);
+OSCFunc({ |msg| if(msg[1] == '/groove/accompany') { steps = msg[2]; sounding = msg[3] } },
+    '/groove/ack', ~grooveAddr);
+OSCFunc({ |msg| errors = errors + 1; msg.postln }, '/groove/error', ~grooveAddr);
+OSCFunc({ started = started + 1; check.() }, '/n_go', s.addr);
+OSCFunc({ ended = ended + 1; check.() }, '/n_end', s.addr);
+SystemClock.sched(timeout, { report.("TIMEOUT", 1); nil });
+try { this.executeFile(example) } { |e| e.reportError; report.("ERROR", 1) };
+)
+"""
+TOY_HARMONIZER = REPO / "tests" / "fixtures" / "toy_chorale_harmonizer.onnx"
+
+
+def test_sclang_accompany_example_plays_every_note_of_its_melody(procs, jack, tmp_path):
+    sclang = need("sclang")
+    need("scsynth")
+    port = free_udp_port()
+    server = procs(serve_argv("--port", str(port), "--bpm", str(BPM),
+                              "--harmonizer", str(TOY_HARMONIZER)))
+    server.wait_line(r"ready in", timeout_s=20)
+    harness = tmp_path / "run_accompany.scd"
+    harness.write_text(ACCOMPANY_HARNESS)
+    scsynth_port = free_udp_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**jack, "QT_QPA_PLATFORM": "offscreen", "QTWEBENGINE_DISABLE_SANDBOX": "1",
+           "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(home)}
+    client = procs([sclang, str(harness), str(port), str(EXAMPLES / "groove_accompany.scd"),
+                    str(scsynth_port), "16", "30"], env=env)
+    try:
+        _, line = client.wait_line(r"^(RESULT|TIMEOUT|ERROR) ", timeout_s=60)
+    finally:
+        client.stop()
+        pids = [int(m) for m in re.findall(r"scsynth_pid=(\d+)", client.text())]
+        kill_pids(pids)  # sclang asks scsynth to quit; make sure, by its PID
+        shm = Path(f"/dev/shm/SuperColliderServer_{scsynth_port}")
+        if shm.exists():
+            shm.unlink()
+    assert line.startswith("RESULT"), client.text()
+    r = {k: int(v) for k, v in re.findall(r"(\w+)=(-?\d+)", line)}
+    # The example's melody: 32 steps, all sounding; each note a synth, released in time.
+    assert r["steps"] == 32 and r["sounding"] == 32 and r["errors"] == 0, line
+    assert r["notes"] >= 16 and r["started"] >= 16 and r["ended"] >= 16, line
