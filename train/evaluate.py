@@ -151,16 +151,16 @@ def evaluate_model_file(model_path: str | Path, dataset_dir: str | Path, split: 
         json_path, md_path = (out_dir / f"evaluation_{split}.{ext}" for ext in ("json", "md"))
         result["files"] = [str(json_path), str(md_path)]
         md_path.write_text(table)
-        write_json_atomic(json_path, _json_safe(result))
+        write_json_atomic(json_path, json_safe(result))
     return {**result, "table": table}
 
 
-def _json_safe(value):
+def json_safe(value):
     # json.dumps would write NaN, which strict JSON readers refuse.
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     return value
 
 
@@ -228,5 +228,5 @@ def evaluate_run(run_dir: str | Path, dataset_dir: str | Path, split: str = "tes
     md_path = run_dir / f"evaluation_{split}.md"
     result["files"] += [str(json_path), str(md_path)]
     md_path.write_text(table)
-    write_json_atomic(json_path, _json_safe(result))
+    write_json_atomic(json_path, json_safe(result))
     return {**result, "table": table}

@@ -41,6 +41,7 @@ from groove_live.spec import CATEGORICAL_KINDS, ModelSpec
 
 from . import metrics
 from .data import DataError, load_split
+from .evaluate import json_safe
 from .run import load_model, write_json_atomic
 
 # The MusicVAE paper's Table 1 for drums (per-step accuracy, teacher-forced / sampled), with
@@ -276,14 +277,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def _load_windows(dataset_dir, split: str, spec: ModelSpec) -> Patterns:
     patterns, _ = load_split(dataset_dir, split)
     try:
@@ -353,5 +346,5 @@ def evaluate_musicvae(run_dir: str | Path, dataset_dir: str | Path, split: str =
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out, _json_safe(result))
+        write_json_atomic(out, json_safe(result))
     return {**result, "table": table}
