@@ -273,5 +273,47 @@ def evaluate_musicvae(run_dir, data_dir, split, temperature, n_structure, max_wi
         click.echo(f"wrote {out_path}")
 
 
+@main.command("evaluate-harmonizer")
+@click.option("--run", "run_dir", required=True, type=click.Path(),
+              help="Run folder of a chorale harmonizer (preset chorale_wgan_gp*).")
+@click.option("--data", "data_dir", default="data_cache/jsb_2bar", show_default=True,
+              type=click.Path(), help="Chorale cache (`prepare-chorales`).")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "validation", "test"]))
+@click.option("--seed", default=0, show_default=True, help="Seed of the noise and of random.")
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(min=2),
+              help="Noise draws per melody for the mode-collapse check.")
+@click.option("--collapse-melodies", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Melodies of the mode-collapse check, spread over the split.")
+@click.option("--max-windows", type=click.IntRange(min=1),
+              help="Score this many windows spread over the split (default: all).")
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--out", "out_dir", type=click.Path(),
+              help="Write evaluation.json, piano-roll and training-curve PNGs here.")
+@click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")
+def evaluate_harmonizer(run_dir, data_dir, split, seed, samples, collapse_melodies, max_windows,
+                        which, out_dir, threads):
+    """The harmonizer against Bach, the rule-based and the random harmonizer (metrics against
+    the train split), the 10 % goals, and a mode-collapse check."""
+    import torch
+
+    from .harmonizer_eval import HarmonizerEvalError, evaluate_harmonizer as run_eval
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = run_eval(run_dir, data_dir, split=split, seed=seed, samples=samples,
+                          collapse_melodies=collapse_melodies, max_windows=max_windows,
+                          which=which, out=out_dir)
+    except HarmonizerEvalError as e:
+        _fail(str(e))
+    click.echo(f"{result['model']}: {result['windows']} {split} windows, metrics against the "
+               f"train split")
+    click.echo(result["table"])
+    click.echo(result["summary"])
+    if out_dir:
+        click.echo(f"wrote {', '.join(result['files'].values())}")
+
+
 if __name__ == "__main__":
     main()
