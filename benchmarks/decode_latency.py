@@ -116,25 +116,29 @@ def _random_run(root: Path, preset: str, head: str) -> Path:
     return run
 
 
-def _random_task_run(root: Path, task: str) -> Path:
-    """A run folder holding random weights of groovae_2bar_TASK_small (exportable as is)."""
-    return _random_preset_run(root, f"groovae_2bar_{task}_small")
+def _models(paths: tuple[str, ...], root: Path, presets: dict[str, str], option: str,
+            what: str) -> tuple[dict[str, Path], str]:
+    """name -> model file, and where they came from (for the report): the files given with
+    `option`, else the bundled ones named by `presets`' keys, else exports of random weights of
+    their presets (what: how the report names the group)."""
+    from groove_live.engine import BUNDLED_MODEL_PATH
+
+    if paths:
+        return {f"{i}:{Path(p).name}": Path(p) for i, p in enumerate(paths)}, option
+    bundled = {name: BUNDLED_MODEL_PATH.with_name(f"{name}.onnx") for name in presets}
+    if all(p.is_file() for p in bundled.values()):
+        return bundled, f"the bundled {what}"
+    from groove_live.export.onnx_export import export_run
+    made = {name: export_run(_random_preset_run(root, preset), root / f"{name}.onnx").decoder_path
+            for name, preset in presets.items()}
+    return made, (f"random weights of the {', '.join(presets.values())} presets "
+                  f"(no bundled {what})")
 
 
 def _task_models(paths: tuple[str, ...], root: Path) -> tuple[dict[str, Path], str]:
-    """task -> model file, and where they came from (for the report)."""
-    from groove_live.engine import BUNDLED_MODEL_PATH
     from groove_live.spec import TASKS
-
-    if paths:
-        return {f"{i}:{Path(p).name}": Path(p) for i, p in enumerate(paths)}, "--task-model"
-    bundled = {task: BUNDLED_MODEL_PATH.with_name(f"{task}.onnx") for task in TASKS}
-    if all(p.is_file() for p in bundled.values()):
-        return bundled, "the bundled task models"
-    from groove_live.export.onnx_export import export_run
-    made = {task: export_run(_random_task_run(root, task), root / f"{task}.onnx").decoder_path
-            for task in TASKS}
-    return made, "random weights of the groovae_2bar_TASK_small presets (no bundled task models)"
+    return _models(paths, root, {task: f"groovae_2bar_{task}_small" for task in TASKS},
+                   "--task-model", "task models")
 
 
 def task_rows(paths: tuple[str, ...], runs: int, threads: int) -> None:
@@ -203,18 +207,7 @@ def _random_preset_run(root: Path, preset: str) -> Path:
 
 
 def _musicvae_models(paths: tuple[str, ...], root: Path) -> tuple[dict[str, Path], str]:
-    from groove_live.engine import BUNDLED_MODEL_PATH
-
-    if paths:
-        return {f"{i}:{Path(p).name}": Path(p) for i, p in enumerate(paths)}, "--musicvae-model"
-    bundled = {name: BUNDLED_MODEL_PATH.with_name(f"{name}.onnx") for name in MUSICVAE_MODELS}
-    if all(p.is_file() for p in bundled.values()):
-        return bundled, "the bundled MusicVAE drum models"
-    from groove_live.export.onnx_export import export_run
-    made = {name: export_run(_random_preset_run(root, preset), root / f"{name}.onnx").decoder_path
-            for name, preset in MUSICVAE_MODELS.items()}
-    return made, ("random weights of the " + ", ".join(MUSICVAE_MODELS.values())
-                  + " presets (no bundled MusicVAE models)")
+    return _models(paths, root, MUSICVAE_MODELS, "--musicvae-model", "MusicVAE drum models")
 
 
 def musicvae_rows(paths: tuple[str, ...], runs: int, threads: int) -> None:
