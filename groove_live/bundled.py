@@ -14,7 +14,10 @@ from .engine import ENCODER_SUFFIX, EngineError
 from .spec import SpecError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = "groovae"  # the sampling GrooVAE: sample, interpolate, info and serve
+DEFAULT_MODEL = "groovae"  # the sampling GrooVAE: sample, info and serve
+# interpolate's: of the bundled models, the one whose fitted endpoints reproduce hand-written
+# beats best (docs/results.md, "Hand-written beats").
+INTERPOLATE_MODEL = "cat_drums_2bar"
 MODEL_SUFFIX = ".onnx"
 # The names a groove-live release bundles, and what each is; an install may lack some (a slim
 # build, a model not trained yet), so the lookup says so rather than "unknown".

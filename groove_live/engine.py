@@ -29,6 +29,7 @@ import numpy as np
 from .attributes import Attributes, AttributesError, read_attributes
 from .chorale import REST, ChoraleError, check_melody, melody_roll, roll_to_voices
 from .latent import random_latents, slerp_path
+from .latent_fit import FIT_ROUNDS, fit_latents
 from .limits import DEFAULT_TEMPERATURE, NOISE_EPS
 from .ort import ort  # onnxruntime, telemetry off (see ort.py)
 from .pattern import Patterns
@@ -586,21 +587,27 @@ class Engine:
 
     def interpolate(self, a: Patterns, b: Patterns, steps: int,
                     temperature: float = DEFAULT_TEMPERATURE,
-                    seed: int | None = None) -> Patterns:
-        """`steps` patterns from a's to b's latent (slerp of the posterior means).
+                    seed: int | None = None, fit_rounds: int = FIT_ROUNDS) -> Patterns:
+        """`steps` patterns from a's to b's latent (slerp), a and b themselves at the ends.
 
-        The endpoints are reconstructions of a and b. One noise draw is shared by every step,
-        so the patterns change only where the latent moves them.
+        The end latents are fitted (latent_fit.fit_latents, `fit_rounds` rounds; 0: the
+        posterior means) so that their decodes reproduce a and b, and the ends are decoded at
+        temperature 0: the morph starts and ends on the user's patterns. `temperature` applies
+        to the steps between. One noise draw is shared by every step, so the patterns change
+        only where the latent moves them.
         """
         self._refuse_task_model("interpolating")
         if len(a) != 1 or len(b) != 1:
             raise ValueError("interpolate takes one pattern at each end")
-        mu, _ = self.encode(Patterns.concat([a, b]))
-        z = slerp_path(mu[0], mu[1], steps)  # (steps, z)
+        if steps < 2:
+            raise ValueError("an interpolation needs at least 2 steps")
+        ends = fit_latents(self, Patterns.concat([a, b]), rounds=fit_rounds).z
+        z = slerp_path(ends[0], ends[1], steps)  # (steps, z)
+        t = np.full(steps, temperature, np.float32)
+        t[[0, -1]] = 0.0
         hit_noise, cont_noise = self.noise(1, np.random.default_rng(seed))
-        return self.decode_noise(z, temperature, np.repeat(hit_noise, steps, 0),
-                                 self.tempered_noise(np.repeat(cont_noise, steps, 0),
-                                                     temperature))
+        return self.decode_noise(z, t, np.repeat(hit_noise, steps, 0),
+                                 self.tempered_noise(np.repeat(cont_noise, steps, 0), t))
 
     def _describe_heads(self) -> list[str]:
         s = self.spec

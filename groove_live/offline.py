@@ -12,6 +12,7 @@ from .atomic_io import atomic_path
 from .attributes import HOW_TO_ADD, AttributesError
 from .engine import Engine
 from .latent import random_latents
+from .latent_fit import FIT_ROUNDS
 from .limits import DEFAULT_TEMPERATURE, SEED_LIMIT
 from .midi_io import DEFAULT_BPM, read_pattern, write_pattern
 from .pattern import Patterns
@@ -169,15 +170,17 @@ def interpolate_files(engine: Engine, start: str | Path, end: str | Path, steps:
                       out_dir: str | Path, temperature: float = DEFAULT_TEMPERATURE,
                       bpm: float | None = None,
                       seed: int | None = None, png: bool = False, bar: int | None = None,
-                      now: datetime | None = None) -> list[Path]:
+                      now: datetime | None = None, fit_rounds: int = FIT_ROUNDS) -> list[Path]:
     """`groove-live interpolate`: a window of each of two MIDI files and `steps` patterns
-    between them (the ends are reconstructions). bar: the 0-based bar of each file where its
-    window starts (None: read_pattern's default). bpm None: the start file's tempo."""
+    between them (the ends are the model's closest decodes of the two windows, see
+    Engine.interpolate). bar: the 0-based bar of each file where its window starts (None:
+    read_pattern's default). bpm None: the start file's tempo."""
     if bar is not None and bar < 0:
         raise OfflineError(f"bar must be 0 or more, got {bar}")
     where = {} if bar is None else {"bar": bar}  # None: read_pattern's own default
     a, start_bpm = read_pattern(start, engine.spec, **where)
     b, _ = read_pattern(end, engine.spec, **where)
-    patterns = engine.interpolate(a, b, steps, temperature=temperature, seed=seed)
+    patterns = engine.interpolate(a, b, steps, temperature=temperature, seed=seed,
+                                  fit_rounds=fit_rounds)
     return write_patterns(patterns, engine, out_dir, "interpolate", bpm or start_bpm, png,
                           title=f"T={temperature:g}", now=now)

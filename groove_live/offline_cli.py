@@ -9,6 +9,8 @@ import click
 
 from .cli_errors import fail
 from .attributes import MAX_STYLE_AMOUNT
+from .bundled import INTERPOLATE_MODEL
+from .latent_fit import FIT_ROUNDS
 from .limits import DEFAULT_TEMPERATURE, SEED_LIMIT
 
 MODEL_METAVAR = "NAME|PATH"
@@ -109,16 +111,21 @@ def sample(n, temperature, bpm, out_dir, seed, model, png, style, style_amount, 
 @click.option("--bar", type=click.IntRange(min=0),
               help="Bar of each file where its window starts, counting from 0 (default: "
                    "the first bar with a drum note).")
-@click.option("--model", metavar=MODEL_METAVAR, help=MODEL_HELP)
+@click.option("--model", metavar=MODEL_METAVAR, help=_model_help(INTERPOLATE_MODEL))
+@click.option("--fit-rounds", default=FIT_ROUNDS, show_default=True, type=click.IntRange(0, 32),
+              help="Rounds of the search for the latents that decode to START and END "
+                   "(0: the encoder's posterior means, unsearched).")
 @click.option("--png", is_flag=True, help="Also write a piano-roll PNG per file (matplotlib).")
-def interpolate(start, end, steps, temperature, bpm, out_dir, seed, bar, model, png):
+def interpolate(start, end, steps, temperature, bpm, out_dir, seed, bar, model, fit_rounds, png):
     """Morph from one drum MIDI file to another (a window of the model's length from each)
-    through the latent space."""
+    through the latent space. The first and last patterns are the model's closest decodes of
+    the two windows (at temperature 0); --temperature applies to the steps between."""
     from .offline import interpolate_files
 
-    engine = _engine(model)
+    engine = _engine(model, INTERPOLATE_MODEL)
     for path in _run(interpolate_files, engine, start, end, steps, out_dir,
-                     temperature=temperature, bpm=bpm, seed=seed, png=png, bar=bar):
+                     temperature=temperature, bpm=bpm, seed=seed, png=png, bar=bar,
+                     fit_rounds=fit_rounds):
         click.echo(str(path))
 
 

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 import groove_live.engine as engine_module
 from groove_live.engine import Engine, EngineError
 from groove_live.latent import slerp_path
+from groove_live.latent_fit import fit_latents
 from groove_live.pattern import Patterns
 from groove_live.spec import METADATA_KEY
 
@@ -202,19 +203,28 @@ def test_bad_arguments(engine):
         engine.encode(Patterns.empty(1, engine.spec.replace(bars=2)))  # 32 steps, not 64
 
 
-def test_interpolate_ends_are_reconstructions(engine):
+def test_interpolate_ends_are_fitted_greedy_decodes(engine):
     a, b = engine.sample(1, seed=1), engine.sample(1, seed=2)
     path = engine.interpolate(a, b, 5, temperature=0.5, seed=7)
     assert len(path) == 5
-    mu, _ = engine.encode(Patterns.concat([a, b]))
+    ends = fit_latents(engine, Patterns.concat([a, b])).z
     hit_noise, cont_noise = engine.noise(1, np.random.default_rng(7))
-    for index, z in ((0, mu[0]), (4, mu[1])):
-        end = engine.decode_noise(z, 0.5, hit_noise, cont_noise)
+    for index, z in ((0, ends[0]), (4, ends[1])):  # the ends at temperature 0, whatever T
+        end = engine.decode_noise(z, 0.0, hit_noise, cont_noise * 0.0)
         np.testing.assert_array_equal(path[index].to_flat(), end.to_flat())
-    middle = engine.decode_noise(slerp_path(mu[0], mu[1], 5)[2], 0.5, hit_noise, cont_noise)
+    middle = engine.decode_noise(slerp_path(ends[0], ends[1], 5)[2], 0.5, hit_noise,
+                                 engine.tempered_noise(cont_noise, 0.5))
     np.testing.assert_array_equal(path[2].to_flat(), middle.to_flat())
     with pytest.raises(ValueError):
         engine.interpolate(a, b, 1)
+
+
+def test_interpolate_without_fit_starts_at_the_posterior_means(engine):
+    a, b = engine.sample(1, seed=1), engine.sample(1, seed=2)
+    path = engine.interpolate(a, b, 3, temperature=1.0, seed=7, fit_rounds=0)
+    mu, _ = engine.encode(Patterns.concat([a, b]))
+    np.testing.assert_array_equal(path[0].to_flat(), engine.decode(mu[0], 0.0).to_flat())
+    np.testing.assert_array_equal(path[2].to_flat(), engine.decode(mu[1], 0.0).to_flat())
 
 
 def test_describe_names_the_model(engine, toy_model_path):
