@@ -13,6 +13,7 @@ injectable, and without a clock of its own: every call takes `now_s`, so tests a
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 from collections import Counter
@@ -85,6 +86,9 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# Every datagram asks several of these questions about its sender; parsing the address each
+# time was a tenth of what a flood of small requests cost. Bounded: forged sources cannot grow it.
+@functools.lru_cache(maxsize=4096)
 def is_loopback(host: str) -> bool:
     try:
         return IPv4Address(host) in LOOPBACK
@@ -114,6 +118,12 @@ def kernel_route(host: str, port: int) -> str:
                 return "broadcast"
             return f"no route to {host} ({e.strerror or e})"
         return "unicast"
+
+
+# source_refused's memo: a verdict is kept this long (a route or address change is seen within
+# it), for at most this many senders.
+SOURCE_VERDICT_TTL_S = 1.0
+SOURCE_VERDICT_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,7 @@ class Guard:
         self._all = (Bucket(limits.message_burst * total, 0.0),
                      Bucket(limits.byte_burst * total, 0.0))
         self.drops: Counter[str] = Counter()  # why datagrams or messages were dropped
+        self._verdicts: dict[Address, tuple[str | None, float]] = {}  # sender -> (why, when)
 
     # --- addresses ----------------------------------------------------------------------
     def is_allowed_network(self, host: str) -> bool:
@@ -175,8 +186,23 @@ class Guard:
         # Listening on 0.0.0.0: every address of this machine is ours.
         return own_host == "0.0.0.0" and self._is_local(host)
 
-    def source_refused(self, sender: Address) -> str | None:
-        """Why a datagram from `sender` is dropped unanswered, or None to take it."""
+    def source_refused(self, sender: Address, now_s: float | None = None) -> str | None:
+        """Why a datagram from `sender` is dropped unanswered, or None to take it. With now_s,
+        a verdict is reused for SOURCE_VERDICT_TTL_S: a flood from one address costs a dict
+        lookup per datagram instead of address parsing and, for a network sender when
+        listening on every interface, kernel probes."""
+        if now_s is None:
+            return self._source_verdict(sender)
+        memo = self._verdicts.get(sender)
+        if memo is not None and now_s - memo[1] < SOURCE_VERDICT_TTL_S:
+            return memo[0]
+        if len(self._verdicts) >= SOURCE_VERDICT_MAX:
+            self._verdicts.clear()  # forged sources cannot grow it; the next ones refill it
+        verdict = self._source_verdict(sender)
+        self._verdicts[sender] = (verdict, now_s)
+        return verdict
+
+    def _source_verdict(self, sender: Address) -> str | None:
         host, port = sender
         try:
             address = IPv4Address(host)

@@ -10,6 +10,7 @@ get none: answering them is how reply loops start. Handlers only validate and ha
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -29,6 +30,10 @@ MAX_BARS = 64  # longest interpolation / walk period
 MAX_ECHO_CHARS = 200  # echoed addresses and strings are cut to this
 MAX_REASON_CHARS = 300
 MAX_REPLY_BYTES = 8192  # well inside one UDP datagram; /groove/info is the largest (~1.5 KB)
+INFO_ADDRESS, PING_ADDRESS = "/groove/info", "/groove/ping"
+# How old a /groove/info reply may be when reused (see OscApi._info_snapshot): far below what
+# a client polling it can tell, and it caps info's building at 200 a second under a flood.
+INFO_MAX_AGE_S = 0.005
 NAMESPACE = "/groove"
 # Our own outputs and replies: a groove-live (or this one) pointed at another must not answer.
 OUTPUT_ADDRESSES = frozenset({"/groove/ack", "/groove/error", "/groove/hit", "/groove/bar",
@@ -145,8 +150,11 @@ class Route:
 
 
 class OscApi:
-    def __init__(self, controls: Controls) -> None:
+    def __init__(self, controls: Controls,
+                 monotonic_s: Callable[[], float] = time.monotonic) -> None:
         self.controls = controls
+        self._monotonic_s = monotonic_s
+        self._info_reply: tuple[bytes, float] | None = None  # (reply, when built)
         self.spec = controls.spec
         self.latent_unit_bars = latent_unit_bars(self.spec)
         self.routes: dict[str, Route] = {
@@ -228,6 +236,26 @@ class OscApi:
         return self._handle_message(item, sender)
 
     def _handle_message(self, message: Message, sender) -> bytes:
+        address = message.address
+        if address == INFO_ADDRESS and not message.args:
+            return self._info_snapshot(message, sender)
+        if address != PING_ADDRESS:
+            self._info_reply = None  # anything else may change what info says
+        return self._reply(message, sender)
+
+    def _info_snapshot(self, message: Message, sender) -> bytes:
+        """/groove/info's reply, rebuilt at most every INFO_MAX_AGE_S: it is by far the dearest
+        reply to build (~50 keys), and a flood of info requests would otherwise keep the OSC
+        thread, and the GIL, busy building it. Any other request clears it, so a reply
+        never misses a change made by an earlier message of the client's own."""
+        now_s = self._monotonic_s()
+        if self._info_reply is not None and 0 <= now_s - self._info_reply[1] < INFO_MAX_AGE_S:
+            return self._info_reply[0]
+        reply = self._reply(message, sender)
+        self._info_reply = (reply, now_s)
+        return reply
+
+    def _reply(self, message: Message, sender) -> bytes:
         address = message.address
         route = self.routes.get(address)
         if route is None:

@@ -8,8 +8,10 @@ their own priority instead, which any process may do, so the clock still wins th
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
+import platform
 import sys
 import threading
 
@@ -23,6 +25,19 @@ HELPER_PRIORITY = 10  # the OSC and worker threads: above ordinary work, below t
 # its scheduling group can starve it (a decode once took 330 ms while flooded). The quiet
 # windows (Scheduler.quiet_s) keep helpers off the GIL around sends, which keeps that rare.
 HELPER_NICE = 10
+# Where SCHED_FIFO is refused, the clock thread asks the fair scheduler for a short time slice.
+# Linux's EEVDF scheduler (6.6 on) runs the task with the earliest virtual deadline, a slice
+# after it became eligible; a thread waking with the default slice (0.7 ms x (1 + log2 cores):
+# 1.4 ms on 2 cores) usually waits for whatever runs to finish its own, and so sends up to a
+# slice or a tick late behind a flood sender or a training job on the other core. From 6.12 a
+# waking task with a shorter slice preempts at once, and a group's slice is its shortest
+# member's, so this also carries through autogroups. Any thread may ask it for itself
+# (sched_setattr's sched_runtime under SCHED_OTHER, no privilege); 0.1 ms is the kernel's
+# minimum. Older kernels ignore the value.
+CLOCK_SLICE_S = 0.0001
+# sched_setattr has no wrapper in Python's os module: its syscall number per architecture.
+_SCHED_SETATTR = {"x86_64": 314, "amd64": 314, "aarch64": 274, "arm64": 274, "i686": 351,
+                  "i386": 351, "armv7l": 380, "riscv64": 274, "ppc64le": 355, "s390x": 345}
 # The clock thread must get the GIL back quickly when its wait ends; the default 5 ms switch
 # interval would let the OSC or worker thread hold it for a whole 5 ms.
 SWITCH_INTERVAL_S = 0.0002
@@ -63,6 +78,36 @@ def lower_priority(nice: int = HELPER_NICE) -> bool:
         return False
 
 
+class _SchedAttr(ctypes.Structure):  # include/uapi/linux/sched/types.h, SCHED_ATTR_SIZE_VER1
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
+                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
+                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
+                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64),
+                ("sched_util_min", ctypes.c_uint32), ("sched_util_max", ctypes.c_uint32)]
+
+
+def short_slice(slice_s: float = CLOCK_SLICE_S) -> bool:
+    """Ask the fair scheduler to give the calling thread (Linux: per thread) time slices of
+    `slice_s`, so it preempts on waking (see CLOCK_SLICE_S), best effort: False where the call
+    does not exist or is refused. Keeps the thread's policy (SCHED_OTHER) and nice value.
+    GROOVE_LIVE_DEFAULT_SLICE=1 turns it off (to compare)."""
+    number = _SCHED_SETATTR.get(platform.machine().lower())
+    if (number is None or not sys.platform.startswith("linux")
+            or os.environ.get("GROOVE_LIVE_DEFAULT_SLICE")):
+        return False
+    try:
+        tid = threading.get_native_id()
+        if os.sched_getscheduler(tid) != os.SCHED_OTHER:
+            return False  # real-time already, or SCHED_BATCH/IDLE on purpose: leave it
+        attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=os.SCHED_OTHER,
+                          sched_nice=os.getpriority(os.PRIO_PROCESS, tid),
+                          sched_runtime=int(slice_s * 1e9))
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(number, 0, ctypes.byref(attr), 0) == 0
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
 class RealtimePolicy:
     """What the live server asks of the OS so the clock thread keeps time."""
 
@@ -70,10 +115,15 @@ class RealtimePolicy:
                  switch_interval_s: float = SWITCH_INTERVAL_S) -> None:
         self.helper_nice = helper_nice
         self.switch_interval_s = switch_interval_s
+        self.clock_slice = False  # whether the clock thread got a short fair slice
 
     def clock_thread(self) -> bool:
-        """Call on the clock thread; True if it got SCHED_FIFO."""
-        return realtime_priority(CLOCK_PRIORITY)
+        """Call on the clock thread; True if it got SCHED_FIFO. Without it, a short fair
+        slice (short_slice), so it still preempts other work when it wakes."""
+        if realtime_priority(CLOCK_PRIORITY):
+            return True
+        self.clock_slice = short_slice()
+        return False
 
     def helper_thread(self) -> str:
         """Call on the OSC and worker threads: SCHED_FIFO below the clock where allowed, else

@@ -312,7 +312,7 @@ class Server:
         sender outside loopback and --allow, our own address, over its rate limit)."""
         now_s = self.clock.now()
         if sender is not None:
-            why = self.guard.source_refused(sender)
+            why = self.guard.source_refused(sender, now_s)
             if why is not None:
                 self.guard.drops[why] += 1
                 return []
@@ -455,6 +455,10 @@ def describe(server: Server) -> list[str]:
         lines.append(f"sending {sink.describe()}")
     if server.scheduler.realtime:
         lines.append("clock thread: real-time scheduling (SCHED_FIFO)")
+    elif server.scheduler.realtime_policy.clock_slice:
+        lines.append("clock thread: normal priority (no real-time permission) with a short "
+                     "time slice, so it preempts other work when it wakes; timing can still "
+                     "slip on a busy machine, see docs/osc.md")
     else:
         lines.append("clock thread: normal priority (no real-time permission; timing can "
                      "slip by milliseconds on a busy machine, see docs/osc.md)")

@@ -176,3 +176,26 @@ def test_many_forged_senders_do_not_grow_memory_without_bound():
     for i in range(5000):
         g.take_message((f"10.0.{i // 256}.{i % 256}", 4000), float(i))
     assert len(g._senders) <= 1024
+
+
+def test_a_senders_verdict_is_reused_for_its_ttl_and_the_memo_is_bounded():
+    from groove_live.live.guard import SOURCE_VERDICT_MAX, SOURCE_VERDICT_TTL_S
+
+    probes = []
+
+    def counting_route(host, port):
+        probes.append(host)
+        return fake_route(host, port)
+
+    g = Guard([LAN], ("0.0.0.0", 57120), Limits(), is_local=LOCAL.__contains__,
+              route=counting_route)
+    lan_sender = ("192.168.1.20", 4000)
+    assert [g.source_refused(lan_sender, 10.0 + i * 0.001) for i in range(100)] == [None] * 100
+    assert len(probes) == 1  # one kernel probe for a flood from one address
+    assert g.source_refused(lan_sender, 10.0 + SOURCE_VERDICT_TTL_S) is None
+    assert len(probes) == 2  # the verdict is asked again after its TTL
+    assert g.source_refused(("192.168.1.255", 4000), 11.0) == "bad_source"  # not cached wrongly
+    assert g.source_refused(("192.168.1.255", 4000)) == "bad_source"  # and uncached the same
+    for i in range(3 * SOURCE_VERDICT_MAX):  # forged sources cannot grow the memo
+        g.source_refused((f"192.168.1.{i % 250 + 1}", 1000 + i), 12.0)
+    assert len(g._verdicts) <= SOURCE_VERDICT_MAX

@@ -395,3 +395,44 @@ def test_every_address_is_documented_in_docs_osc_md(api):
     doc = (Path(__file__).resolve().parents[2] / "docs" / "osc.md").read_text()
     missing = [a for a in api.routes if f"`{a}`" not in doc]
     assert not missing, f"docs/osc.md does not document {missing}"
+
+
+class CountingControls(FakeControls):
+    def __init__(self):
+        super().__init__()
+        self.info_builds = 0
+        self.bpm = 120.0
+
+    def info(self):
+        self.info_builds += 1
+        return [("model", "m"), ("bpm", self.bpm)]
+
+
+def test_info_under_a_flood_is_built_at_most_once_per_max_age():
+    from groove_live.live.osc_api import INFO_MAX_AGE_S
+
+    now = [100.0]
+    controls = CountingControls()
+    api = OscApi(controls, monotonic_s=lambda: now[0])
+    first = reply(api, "/groove/info")
+    controls.bpm = 90.0  # changed behind the API's back (the clock thread does this)
+    for _ in range(50):  # a flood inside one max age: one build, the same reply every time
+        assert reply(api, "/groove/info") == first
+        reply(api, "/groove/ping", 1)  # pings do not change what info says
+    assert controls.info_builds == 1
+    now[0] += 1.01 * INFO_MAX_AGE_S  # older than the max age: built again, with the change
+    assert reply(api, "/groove/info")[1] == ["/groove/info", "model", "m", "bpm", 90.0]
+    assert controls.info_builds == 2
+
+
+def test_any_other_request_makes_the_next_info_fresh():
+    now = [100.0]
+    controls = CountingControls()
+    api = OscApi(controls, monotonic_s=lambda: now[0])
+    reply(api, "/groove/info")
+    controls.bpm = 140.0
+    reply(api, "/groove/tempo", 140.0)  # what a client does before asking for info again
+    assert reply(api, "/groove/info")[1][-1] == 140.0
+    assert controls.info_builds == 2
+    reply(api, "/groove/info", "extra")  # info with arguments is an error, never the snapshot
+    assert controls.info_builds == 2

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from groove_live.live.clock import FakeClock
-from groove_live.live.realtime import (HELPER_NICE, NoRealtime, RealtimePolicy, lower_priority,
-                                       realtime_priority)
+from groove_live.live.realtime import (CLOCK_SLICE_S, HELPER_NICE, NoRealtime, RealtimePolicy,
+                                       lower_priority, realtime_priority, short_slice)
 from groove_live.live.scheduler import Scheduler
 from groove_live.live.server import ServeConfig, Server
 from groove_live.live.timeline import Timeline
@@ -68,6 +68,41 @@ def test_without_real_time_helper_threads_yield_to_the_clock(no_rtprio):
     got = on_a_new_thread(lambda: (policy.helper_thread(), nice_of_this_thread()))
     assert got == (f"nice {HELPER_NICE}", HELPER_NICE)
     assert on_a_new_thread(policy.clock_thread) is False
+
+
+def slice_ns_of_this_thread() -> int | None:
+    """The fair scheduler's slice of the calling thread (/proc, Linux 6.6+), None if unshown."""
+    path = f"/proc/self/task/{threading.get_native_id()}/sched"
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("se.slice"):
+            return int(line.split(":")[1])
+    return None
+
+
+@linux_only
+def test_without_real_time_the_clock_thread_gets_a_short_slice(no_rtprio):
+    if on_a_new_thread(slice_ns_of_this_thread) is None:
+        pytest.skip("this kernel does not show se.slice (EEVDF slices need Linux 6.6+)")
+    policy = RealtimePolicy()
+    got = on_a_new_thread(lambda: (policy.clock_thread(), slice_ns_of_this_thread(),
+                                   nice_of_this_thread()))
+    assert got == (False, int(CLOCK_SLICE_S * 1e9), nice_of_this_thread())
+    assert policy.clock_slice is True
+    default = on_a_new_thread(slice_ns_of_this_thread)
+    assert default > int(CLOCK_SLICE_S * 1e9)  # only the asking thread changed
+
+
+@linux_only
+def test_the_slice_can_be_left_at_the_default(monkeypatch):
+    if on_a_new_thread(slice_ns_of_this_thread) is None:
+        pytest.skip("this kernel does not show se.slice (EEVDF slices need Linux 6.6+)")
+    monkeypatch.setenv("GROOVE_LIVE_DEFAULT_SLICE", "1")
+    default = on_a_new_thread(slice_ns_of_this_thread)
+    assert on_a_new_thread(lambda: (short_slice(), slice_ns_of_this_thread())) == (False, default)
 
 
 def test_switch_interval_is_shortened_and_the_old_one_returned():
