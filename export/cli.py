@@ -75,5 +75,28 @@ def attributes(model_path, data_dir, out_path, min_windows):
     click.echo(str(path))
 
 
+@main.command("fp16-weights")
+@click.argument("model_paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--max-change", default=None, type=click.FloatRange(min=0.0),
+              help="Largest |output change| accepted on the check inputs "
+                   "(default: export/fp16_weights.py's MAX_OUTPUT_CHANGE).")
+def fp16_weights(model_paths, max_change):
+    """Store each ONNX file's large weights as float16 (about half the file), computed in
+    float32 as before; rewritten in place, atomically, only if no output moves more than
+    --max-change on random inputs of its shapes. Meant for encoders: a decoder that draws
+    hits flips some of them. Torch-free."""
+    from .fp16_weights import MAX_OUTPUT_CHANGE, Fp16Error, compact_file
+
+    for path in model_paths:
+        try:
+            r = compact_file(path, max_output_change=MAX_OUTPUT_CHANGE if max_change is None
+                             else max_change)
+        except Fp16Error as e:
+            _fail(str(e))
+        click.echo(f"{path}: {r.converted} weights as float16 ({r.kept_fp32} kept float32), "
+                   f"{r.bytes_before / 1e6:.2f} -> {r.bytes_after / 1e6:.2f} MB, outputs moved "
+                   f"by at most {r.max_output_change:.2g}")
+
+
 if __name__ == "__main__":
     main()

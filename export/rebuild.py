@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 
 from groove_live.engine import Engine, encoder_path_for
 from groove_live.spec import ENCODER_KEY, METADATA_KEY, VARIANT_KEY, ModelSpec
@@ -40,6 +39,7 @@ from ..train.config import ModelConfig, PresetError, TrainConfig, get_preset
 from ..train.model import GrooVAE
 from ..train.run import model_header, save_checkpoint_atomic, save_run_config, write_json_atomic
 from .decoder_graph import build_decoder
+from .fp16_weights import initializer_arrays
 from .verify import compare_variant, verify_against_torch
 
 TORCH_GATES = "ifgo"  # nn.LSTM's gate blocks along the weight's first axis
@@ -61,7 +61,7 @@ def _ungates(w: np.ndarray, order: str) -> np.ndarray:
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return initializer_arrays(model)  # an encoder may store its weights as float16
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -35,7 +35,7 @@ def _fixture_windows(spec, splits: tuple[str, ...]) -> Patterns:
 def test_the_package_ships_a_decoder_and_its_encoder_under_20_mb(bundled):
     files = [BUNDLED_MODEL_PATH, encoder_path_for(BUNDLED_MODEL_PATH)]
     assert all(f.is_file() for f in files)
-    assert sum(f.stat().st_size for f in files) <= 20 * 2**20
+    assert sum(f.stat().st_size for f in files) <= 20_000_000
     assert bundled.path == BUNDLED_MODEL_PATH and bundled.has_encoder
     # Trained on GMD, not one of the toy fixtures.
     assert "Groove MIDI Dataset" in bundled.spec.training_data
