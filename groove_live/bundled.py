@@ -85,12 +85,12 @@ class BundledInfo:
     bars: int = 0
     error: str = ""
 
-    def line(self) -> str:
+    def line(self, name_width: int = 12) -> str:
         size = f"{self.size_bytes / 1e6:5.1f} MB"
         if self.error:
-            return f"  {self.name:<12} {size}  unusable: {self.error}"
+            return f"  {self.name:<{name_width}} {size}  unusable: {self.error}"
         what = f"{self.task} (conditioned)" if self.task else self.kind
-        return f"  {self.name:<12} {size}  {what}, {self.bars} bars"
+        return f"  {self.name:<{name_width}} {size}  {what}, {self.bars} bars"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "size_bytes": self.size_bytes,

@@ -148,8 +148,9 @@ def info(model, as_json):
                               indent=1, sort_keys=True))
         return
     click.echo("bundled models (use with --model NAME):")
+    width = max([len(item.name) for item in bundled], default=0)
     for item in bundled:
-        click.echo(item.line())
+        click.echo(item.line(width))
     if not bundled:
         click.echo("  none")
     click.echo("")

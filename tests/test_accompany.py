@@ -218,7 +218,11 @@ def test_legato_overlap_under_half_a_sixteenth_is_one_voice(tmp_path):
     assert [(n.start, n.end, n.pitch) for n in melody.notes] == [(0, 4, 72), (4, 8, 74)]
 
 
-def test_without_model_says_no_harmonizer_is_bundled(tmp_path, fails):
+def test_an_install_without_the_harmonizer_says_so(tmp_path, fails, monkeypatch):
+    import groove_live.bundled as bundled
+
+    monkeypatch.setattr(bundled, "MODELS_DIR", tmp_path / "slim_install_models")
+    (tmp_path / "slim_install_models").mkdir()
     line = fails(_invoke(EXAMPLE_MELODY, "--out", tmp_path / "out"))
     assert "no harmonizer is bundled" in line and "--model" in line
     assert not (tmp_path / "out").exists()
@@ -246,3 +250,22 @@ def test_accompany_runs_without_torch(toy_chorale_model_path, tmp_path, run_torc
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "torch-free"
     assert (tmp_path / "twinkle.accompany.mid").is_file()
+
+
+C_MAJOR = {0, 2, 4, 5, 7, 9, 11}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_bundled_harmonizer_sets_twinkle_mostly_in_its_key(tmp_path, seed):
+    """No --model: the bundled chorale_harmonizer. Twinkle is in C major; its lower voices
+    land in the scale most of the time (random notes: ~7/12), in their ranges."""
+    result = _invoke(EXAMPLE_MELODY, "--out", tmp_path, "--seed", seed)
+    assert result.exit_code == 0, result.output
+    midi = mido.MidiFile(result.output.strip().splitlines()[-1])
+    lower = [m.note for t in midi.tracks[1:] for m in t if m.type == "note_on" and m.velocity]
+    assert len(lower) >= 3 * 24  # three voices, most steps of 12 bars sounding
+    assert sum(n % 12 in C_MAJOR for n in lower) / len(lower) >= 0.7
+    for track in midi.tracks[1:]:  # twinkle sits in the soprano range: nothing transposed
+        low, high = VOICE_RANGES[track.name]
+        notes = [m.note for m in track if m.type == "note_on" and m.velocity]
+        assert notes and low <= min(notes) and max(notes) <= high, track.name
