@@ -23,9 +23,10 @@ presets (speed does not depend on the weights' values):
 
 --musicvae times MusicVAE's drum models instead (kinds categorical and hierarchical), a row
 each: Engine.sample of one phrase (one 2-bar pattern, one 16-bar phrase), batch 1, one thread,
-the class noise (uniform per step and class) drawn inside the call as live use draws it; the
-noise draw alone is timed beside it. Which models: each --musicvae-model PATH, else the bundled
-cat_drums_2bar and hierdec_drums_16bar, else randomly initialised exports of their _cpu presets:
+the class noise (one uniform per step: inverse-CDF sampling) drawn inside the call as live use
+draws it; the noise draw alone is timed beside it. Which models: each --musicvae-model PATH,
+else the bundled cat_drums_2bar and hierdec_drums_16bar, else randomly initialised exports of
+their _cpu presets:
 
     .venv/bin/python benchmarks/decode_latency.py --musicvae
 """
@@ -234,7 +235,8 @@ def musicvae_rows(paths: tuple[str, ...], runs: int, threads: int) -> None:
                       "cpu_p50_ms": np.median(cpu) * 1e3,
                       "cpu_p99_ms": np.percentile(cpu, 99) * 1e3,
                       "noise_cpu_p50_ms": np.median(noise_cpu) * 1e3,
-                      "noise_shape": f"{spec.steps}x{spec.n_classes}",
+                      "noise_shape": "x".join(str(d) for d in spec.io_shapes(1)[
+                          "decoder_inputs"][spec.decoder_inputs[2]][1:]),
                       "greedy_p50_ms": np.median(greedy) * 1e3}
     load_end = _load()
     waited = any(r["p50_ms"] > 1.05 * r["cpu_p50_ms"] for r in rows.values())

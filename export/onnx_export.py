@@ -57,7 +57,7 @@ def _loop_size(graph: onnx.ModelProto) -> str:
 
 def _unrolled_size(graph: onnx.ModelProto) -> str:
     lstm = sum(node.op_type == "LSTM" for node in graph.graph.node)
-    return f"{len(graph.graph.node)} nodes, {lstm} LSTM nodes (layers x steps unrolled)"
+    return f"{len(graph.graph.node)} nodes (the step loop unrolled), {lstm} LSTM nodes"
 
 
 # The decoder export of each model kind; a new kind adds a line (see docs/adding-a-model.md).
@@ -73,7 +73,8 @@ DECODER_EXPORTS = {
                                  "torch.onnx TorchScript export of ConditionedVAE.sample "
                                  "(one bidirectional LSTM pass)", ("fp32",),
                                  lambda graph: f"{len(graph.graph.node)} nodes, no step loop"),
-    # MusicVAE drums: the traced step loop unrolls (one LSTM node per layer and step). fp32
+    # MusicVAE drums: the traced step loop unrolls (its LSTM cells written out as matrix
+    # products, train/categorical.py ClassDecoder.sample; export/traced_graph.py). fp32
     # only: an int8 class decoder would need its own check of how often the drawn class
     # changes against fp32, and its speed-up is unmeasured.
     "categorical": DecoderExport(lambda model, spec, variant: build_traced_decoder(

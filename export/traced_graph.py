@@ -10,13 +10,17 @@ Used by every kind whose decoder needs no hand-built step loop:
   `forward(z, melody)`; convolutions, batch norm with its running statistics (eval mode),
   no loop.
 - "categorical" and "hierarchical" (MusicVAE drums, train/categorical.py and
-  train/hierarchical.py): the autoregressive step loop is a Python loop, so tracing unrolls it,
-  one LSTM node per layer and step (32 steps for 2 bars; the hierarchical model decodes its bars
-  side by side, so only one bar's 16 steps; a flat 16-bar model 256). The class is drawn by
-  Gumbel-max, argmax(logits + T * gumbel(u)), which needs no division by T and is the argmax
-  at T = 0. Unrolling costs file size only where weights are copied per step; the exporter
-  keeps parameters as shared initializers, and `_share_initializers` merges any identical
-  constants it folded per step.
+  train/hierarchical.py): the autoregressive step loop is a Python loop, so tracing unrolls it
+  (32 steps for 2 bars; the hierarchical model decodes its bars side by side, so only one bar's
+  16 steps; a flat 16-bar model 256). ClassDecoder.sample writes each step's LSTM cells out as
+  matrix products on the nn.LSTM's own weights rather than calling the module: the cond's share
+  of the first layer's gates is computed once before the loop, and the graph has none of the
+  per-step Transpose/Squeeze/Concat the exporter writes around a one-step LSTM node. The class
+  is drawn by inverse CDF from one uniform per step (hit_noise (B, T, 1)): the first class
+  whose running sum of exp((logits - max) / T) exceeds u times the total, and the argmax at
+  T = 0. The weight rearrangements (gate order, transposes, summed biases) are folded into
+  initializers of the nn.LSTM's total size; `_share_initializers` merges any identical
+  constants folded per step.
 
 The exporter drops graph inputs that nothing reads (humanize never reads its hit noise, a
 mean-head or categorical model its Gaussian noise), but the runtime feeds every input its spec

@@ -20,11 +20,14 @@ TASK_TEMPERATURES = (0.0, 0.5, 1.0)
 # over each pattern's shared history only: the steps up to and including its first flip.
 # There a hit decision flips when the uniform noise falls between the two hit probabilities,
 # so the flip rate estimates how far quantization moved the hit probabilities.
-# A categorical model's step is an argmax over 2^voices class scores (logits plus tempered
-# Gumbel noise): onnxruntime's and torch's float rounding differ by ~1e-6, so a near-tie can go
-# the other way, and from there on the pattern differs (the class is fed back). Such ties are
-# rare enough that a handful of diverged patterns says nothing; more than this share of the
-# decoded patterns does.
+# A categorical model's step draws one of 2^voices classes by inverse CDF: u times the total of
+# the tempered class weights, compared with their running sum (the argmax at temperature 0).
+# The running sum is computed to the same bits in both (train/categorical.py draw_class), but
+# the logits differ by float rounding (~1e-6; onnxruntime's and torch's matrix products sum in
+# other orders), so when u falls that close to a class boundary, or two logits nearly tie at
+# T = 0, the class can differ, and from there on the pattern does (the class is fed back). On
+# the bundled 16-bar model that is ~1 phrase in 300 at T = 1: a handful of diverged patterns
+# says nothing; more than this share of the decoded patterns does.
 CLASS_MAX_DIVERGED_SHARE = 0.03  # 1 of the 48 patterns a default check decodes
 VARIANT_MAX_HIT_FLIP_RATE = 0.005  # of hit decisions made from the same history
 VARIANT_MAX_VELOCITY_MAE = 0.01  # ~1.3 MIDI velocity units, on hits both make from it
@@ -226,8 +229,8 @@ def median_latency_s(engines: dict[str, Engine], batch: int, rounds: int = 5,
 
 
 def _verify_classes(engine: Engine, model, n: int, seed: int) -> dict:
-    """A categorical or hierarchical model: fixed z and the same uniform class noise at
-    TASK_TEMPERATURES (0 is the argmax at every step). Hits must be torch's; the output must
+    """A categorical or hierarchical model: fixed z and the same uniform noise (one per step)
+    at TASK_TEMPERATURES (0 is the argmax at every step). Hits must be torch's; the output must
     be the quantized pattern (velocity FIXED_VELOCITY on every hit, offsets 0)."""
     spec = engine.spec
     rng = np.random.default_rng(seed)

@@ -328,21 +328,22 @@ class Engine:
               ) -> tuple[np.ndarray, np.ndarray]:
         """The decoder's sampling noise: uniform (B, T, C) for hits, normal (B, T, 2C).
 
-        A categorical kind draws one class per step by Gumbel-max, so its hit noise is uniform
-        per step and class, (B, T, 2^C); it has no velocity or timing to draw, so its (B, T, 2C)
-        continuous noise, an input nothing in its graph reads, is zeros. rng None (a categorical
-        kind only): zero hit noise too, for a decode at temperature 0, which ignores it."""
+        A categorical kind draws one class per step by inverse CDF, so its hit noise is one
+        uniform per step, shaped as the spec's io_shapes says, (B, T, 1); it has no velocity or
+        timing to draw, so its (B, T, 2C) continuous noise, an input nothing in its graph reads,
+        is zeros. rng None (a categorical kind only): zero hit noise too, for a decode at
+        temperature 0, which ignores it."""
         spec = self.spec
         self._refuse_pitched("drawing noise for")
         shape = (batch, spec.steps, spec.n_drums)
-        if spec.kind in CATEGORICAL_KINDS and rng is None:
-            return (np.zeros((batch, spec.steps, spec.n_classes), np.float32),
-                    np.zeros((*shape[:2], 2 * shape[2]), np.float32))
         if spec.kind in CATEGORICAL_KINDS:
-            # 131072 values for a 16-bar phrase (~1 ms of one core); the graph clamps them away
-            # from 0 and 1 itself, so no clip pass here.
-            hit_noise = rng.random((batch, spec.steps, spec.n_classes), dtype=np.float32)
-            return hit_noise, np.zeros((*shape[:2], 2 * shape[2]), np.float32)
+            hit_shape = spec.io_shapes(batch)["decoder_inputs"][spec.decoder_inputs[2]]
+            cont_noise = np.zeros((*shape[:2], 2 * shape[2]), np.float32)
+            if rng is None:
+                return np.zeros(hit_shape, np.float32), cont_noise
+            # [0, 1): the graph clamps the top itself (its inverse CDF needs u * total below
+            # the total), so no clip pass here.
+            return rng.random(hit_shape, dtype=np.float32), cont_noise
         hit_noise = rng.random(shape, dtype=np.float32)
         np.clip(hit_noise, NOISE_EPS, 1.0 - NOISE_EPS, out=hit_noise)
         cont_noise = rng.standard_normal((*shape[:2], 2 * shape[2]), dtype=np.float32)
@@ -405,9 +406,10 @@ class Engine:
 
     def _decode_classes(self, z: np.ndarray, t: np.ndarray, hit_noise: np.ndarray,
                         cont_noise: np.ndarray, control: np.ndarray | None) -> Patterns:
-        """Kinds "categorical" and "hierarchical": z, temperature and uniform noise per step and
-        class in; the quantized pattern out (hits of the drawn class, velocity fixed, offsets
-        0). Temperature 0 is the most likely class at every step, whatever the noise."""
+        """Kinds "categorical" and "hierarchical": z, temperature and one uniform per step in
+        (the class is drawn by inverse CDF); the quantized pattern out (hits of the drawn class,
+        velocity fixed, offsets 0). Temperature 0 is the most likely class at every step,
+        whatever the noise."""
         spec = self.spec
         if control is not None:
             raise EngineError(f"{self.path}: a {spec.kind} model takes no control pattern")
@@ -613,7 +615,7 @@ class Engine:
         s = self.spec
         if s.kind in CATEGORICAL_KINDS:
             return [f"heads       one class of {s.n_classes} per step (which voices hit), "
-                    f"Gumbel-max at T (0 = most likely); quantized: velocity "
+                    f"drawn by inverse CDF at T (0 = most likely); quantized: velocity "
                     f"{FIXED_VELOCITY:g} on every hit, offsets 0"
                     + ("; a conductor RNN emits one embedding per bar, bars decoded from it"
                        if s.kind == "hierarchical" else "")]

@@ -46,7 +46,7 @@ CONTROLLED_KINDS = ("conditioned", "pitched")
 # Kinds that model a step as one class out of 2^voices (bit k set = voice k hits). Their
 # decoder graphs still return the standard (hits, velocities, offsets) tensors: hits from the
 # class, velocities at one fixed level, offsets 0 (a quantized pattern), so every consumer plays
-# them as it plays a GrooVAE. Their hit noise is uniform per step and class (Gumbel-max).
+# them as it plays a GrooVAE. Their hit noise is one uniform per step (inverse-CDF sampling).
 CATEGORICAL_KINDS = ("categorical", "hierarchical")
 # 2^12 classes per step at most: the output layer and the per-step noise grow as 2^voices.
 MAX_CATEGORICAL_DRUMS = 12
@@ -311,8 +311,8 @@ class ModelSpec:
         if self.kind not in ("groovae", "conditioned", *CATEGORICAL_KINDS):
             raise SpecError(f"model spec kind {self.kind!r} has no tensor shape rules yet")
         b, t, c, z = batch, self.steps, self.n_drums, self.z_size
-        # A categorical step draws one class: uniform noise per class (Gumbel-max sampling).
-        hit_noise = (b, t, self.n_classes) if self.kind in CATEGORICAL_KINDS else (b, t, c)
+        # A categorical step draws one class by inverse CDF: one uniform per step.
+        hit_noise = (b, t, 1) if self.kind in CATEGORICAL_KINDS else (b, t, c)
         decoder_inputs = dict(zip(self.decoder_inputs, ((b, z), (b,), hit_noise, (b, t, 2 * c))))
         decoder_inputs.update({ctl.name: (b, t, ctl.channels) for ctl in self.controls})
         return {

@@ -53,10 +53,13 @@ def test_temperature_zero_ignores_the_seed(engines, kind):
     z = np.random.default_rng(5).standard_normal((4, engine.spec.z_size)).astype(np.float32)
     greedy = engine.decode(z, temperature=0.0, seed=1)
     np.testing.assert_array_equal(greedy.hits, engine.decode(z, temperature=0.0, seed=2).hits)
-    # the same as decoding with drawn noise at T = 0: the noise is multiplied by 0
+    # the same as decoding with drawn noise at T = 0, or noise at its ends: the argmax
     hit_noise, cont_noise = engine.noise(4, np.random.default_rng(9))
-    np.testing.assert_array_equal(greedy.hits,
-                                  engine.decode_noise(z, 0.0, hit_noise, cont_noise).hits)
+    assert hit_noise.shape == (4, engine.spec.steps, 1)  # one uniform per step
+    assert hit_noise.shape == engine.spec.io_shapes(4)["decoder_inputs"]["hit_noise"]
+    for noise in (hit_noise, np.zeros_like(hit_noise), np.ones_like(hit_noise)):
+        np.testing.assert_array_equal(greedy.hits,
+                                      engine.decode_noise(z, 0.0, noise, cont_noise).hits)
     drawn = [engine.decode(z, temperature=1.0, seed=s).hits for s in (1, 2)]
     assert not np.array_equal(*drawn)
 
@@ -126,7 +129,8 @@ def test_hostile_spec_is_refused_in_one_line(toy_musicvae_model_path, tmp_path, 
 
 
 def test_a_groovae_graph_claiming_to_be_categorical_is_refused(toy_model_path, tmp_path):
-    """Its hit noise is per voice, not per class: the shapes the spec promises do not hold."""
+    """Its hit noise is per voice, not one per step: the shapes the spec promises do not
+    hold."""
     path = tmp_path / "claims.onnx"
     model = onnx.load(toy_model_path)
     for prop in model.metadata_props:

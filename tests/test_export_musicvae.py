@@ -33,7 +33,7 @@ def test_engine_decodes_as_torch(toy_musicvae_export, preset):
     for n in (1, 5):  # neither is the traced batch (2): the batch is dynamic
         z = rng.standard_normal((n, spec.z_size)).astype(np.float32)
         hit_noise, cont_noise = engine.noise(n, rng)
-        assert hit_noise.shape == (n, spec.steps, 2 ** spec.n_drums)
+        assert hit_noise.shape == (n, spec.steps, 1)  # one uniform per step (inverse CDF)
         for temperature in (0.0, 0.5, 1.0):
             t = np.full(n, temperature, np.float32)
             got = engine.decode_noise(z, t, hit_noise, cont_noise)
@@ -91,10 +91,15 @@ def test_graph_io_is_the_specs(toy_musicvae_export, preset):
     found = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
              for i in graph.input}
     assert list(found) == list(want)  # cont_noise too, though nothing reads it
-    assert found["hit_noise"] == ["batch", spec.steps, 512]
-    lstm = sum(node.op_type == "LSTM" for node in graph.node)
-    # 2 bars unroll 32 steps; 16 bars decode bar by bar side by side: 16 steps + the conductor
-    assert lstm == (32 if spec.kind == "categorical" else 16 + 1)
+    assert found["hit_noise"] == ["batch", spec.steps, 1]
+    ops = [node.op_type for node in graph.node]
+    # The step loop's cells are matrix products on the LSTM's weights, not LSTM nodes: only
+    # the hierarchical model's conductor (one node for all bars) is one.
+    assert ops.count("LSTM") == (0 if spec.kind == "categorical" else 1)
+    # One running sum per step (2 bars unroll 32 steps; 16 bars side by side, 16); no Gumbel
+    # transform of per-class noise.
+    assert ops.count("CumSum") == (32 if spec.kind == "categorical" else 16)
+    assert "Log" not in ops
 
 
 def test_verification_catches_a_decoder_that_differs(toy_musicvae_export):
@@ -109,9 +114,14 @@ def test_verification_catches_a_decoder_that_differs(toy_musicvae_export):
 
 @pytest.mark.slow
 def test_flat_16bar_model_exports(toy_musicvae_export):
-    """The flat 16-bar baseline unrolls all 256 steps; it must still export and match."""
+    """The flat 16-bar baseline unrolls all 256 steps; it must still export and match.
+
+    Within export's tolerance, not exactly: the toy model is near uniform over 512 classes,
+    so each of 256 steps offers its uniform hundreds of class boundaries that float rounding of
+    the logits (~1e-7) can move, and one of the 48 checked patterns may go its own way from
+    the step it flips at (export/verify.py CLASS_MAX_DIVERGED_SHARE)."""
     toy = toy_musicvae_export("flat_drums_16bar_tiny")
-    assert toy.result.checks["hit_mismatches"] == 0
+    assert toy.result.checks["diverged_patterns"] <= 1
     engine = Engine.load(toy.model_path)
     assert (engine.spec.kind, engine.spec.steps) == ("categorical", 256)
     z = np.random.default_rng(0).standard_normal((2, engine.spec.z_size)).astype(np.float32)

@@ -16,10 +16,10 @@ patterns (hits only) with free bits and β, and scheduled sampling. Two choices 
   probability follows Magenta's inverse sigmoid: 1 - k / (k + exp(step / k)), k = sampling_rate.
 
 The hierarchical model (train/hierarchical.py) reuses the encoder, the per-bar decoder and the
-losses defined here. Sampling uses Gumbel-max with explicit uniform noise per step and class:
-class = argmax(logits + T * g), g = -log(-log(u)), which is softmax sampling at temperature T
-for T > 0 and the most likely class at T = 0, without dividing by T; the ONNX graph computes the
-same (export/traced_graph.py).
+losses defined here. Sampling draws each step's class from softmax(logits / T) by inverse CDF
+with one explicit uniform per step (`draw_class`), and takes the argmax at T = 0; the ONNX graph
+computes the same (export/traced_graph.py). Training's scheduled sampling keeps Gumbel-max
+(`gumbel`), drawing its own noise.
 """
 from __future__ import annotations
 
@@ -59,6 +59,56 @@ def gumbel(noise: torch.Tensor) -> torch.Tensor:
     """Uniform noise -> standard Gumbel noise."""
     u = noise.clamp(NOISE_EPS, 1.0 - NOISE_EPS)
     return -torch.log(-torch.log(u))
+
+
+# A uniform u is clamped to at most this, so u * total stays below the total in float32 rounding
+# (the exact product lies at least one unit in the last place under it): the inverse CDF then
+# always lands on a class of nonzero weight, never past the last.
+CDF_U_MAX = 1.0 - 2.0 ** -23
+
+
+class _RunningSum(torch.autograd.Function):
+    """Running sum down axis 0 in float32, one addition after another, exported as ONNX CumSum:
+    onnxruntime's CumSum computes exactly this, while torch's cumsum accumulates in float64, so
+    torch.cumsum would leave the two ~1e-7 apart. Sampling only (no backward)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.from_numpy(np.add.accumulate(x.detach().cpu().numpy(), axis=0)).to(x.device)
+
+    @staticmethod
+    def symbolic(g, x):
+        axis = g.op("Constant", value_t=torch.tensor(0, dtype=torch.int64))
+        return g.op("CumSum", x, axis)
+
+
+def draw_class(scaled: torch.Tensor, greedy: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B, K) tempered logits (logits / T; a greedy row's plain logits) -> (B,) int64 classes
+    drawn from softmax(scaled) by inverse CDF with u (B, 1) uniform in [0, CDF_U_MAX]; where
+    greedy (B,), the argmax instead.
+
+    weights = exp(scaled - max), unnormalized; the class is the number of cumulative weights
+    <= u * their total (the last running sum), i.e. the first class whose cumulative weight
+    exceeds it, which has probability weight / total: an exact sampler of the tempered softmax
+    with one uniform per step (Gumbel-max needs one per class and two logs of each). A class
+    of zero weight is never drawn: its cumulative weight equals its predecessor's. The argmax
+    is taken separately rather than as the T -> 0 limit so that T = 0 is exactly the argmax,
+    ties included.
+
+    The running sum is computed to the same bits in torch and onnxruntime (`_RunningSum`):
+    with 512 boundaries for u to fall near, torch's float64 accumulation against onnxruntime's
+    float32 alone made about one 16-bar phrase in 30 differ at T = 1. It runs down the (K, B)
+    transpose: onnxruntime's CumSum adds whole rows along axis 0 but goes element by element
+    along the last axis, ~10x slower for 512 classes; the comparison is back in (B, K), where
+    onnxruntime broadcasts a row's threshold fast. (Softmax's normalized weights, one node
+    instead of three, made 3 of 384 sampled 16-bar phrases differ from torch against 0 of 384:
+    the two normalize differently.)"""
+    best = torch.argmax(scaled, dim=-1)
+    weights = torch.exp(scaled - scaled.amax(dim=-1, keepdim=True))
+    cdf = _RunningSum.apply(weights.t()).t()
+    # counted in float (exact up to 2^24): onnxruntime sums int64 ~10x slower than float
+    drawn = (cdf <= u * cdf[:, -1:]).float().sum(dim=-1).long()
+    return torch.where(greedy, best, drawn)
 
 
 class HitsEncoder(nn.Module):
@@ -129,20 +179,72 @@ class ClassDecoder(nn.Module):
                 prev = torch.where(use, drawn_prev, prev)
         return self.logits_given(cond, prev)
 
+    def _sample_weights(self):
+        """The nn.LSTM's and output layer's weights arranged for the step loop of `sample`:
+        per layer the input and recurrent matrices stacked, transposed for x @ W, gate columns
+        reordered from torch's (i, f, g, o) to (i, f, o, g) so one sigmoid covers three gates,
+        the two biases summed; the first layer's cond columns apart (see `sample`). Derived from
+        the parameters on every call, so training and checkpoints see only the nn.LSTM; the
+        exporter folds these into initializers of the same total size."""
+        h, c = self.hidden, self.n_drums
+        order = torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h),
+                           torch.arange(2 * h, 3 * h)])
+        layers = []
+        for k in range(self.layers):
+            w_ih = getattr(self.rnn, f"weight_ih_l{k}")[order]
+            w_hh = getattr(self.rnn, f"weight_hh_l{k}")[order]
+            bias = (getattr(self.rnn, f"bias_ih_l{k}") + getattr(self.rnn, f"bias_hh_l{k}"))[order]
+            if k == 0:  # input [prev hits, cond]: prev hits and h stacked, cond apart
+                layers.append((torch.cat([w_ih[:, :c], w_hh], 1).t(), w_ih[:, c:].t(), bias))
+            else:
+                layers.append((torch.cat([w_ih, w_hh], 1).t(), None, bias))
+        return layers
+
+    def _cell(self, gates: torch.Tensor, c_prev: torch.Tensor):
+        """One LSTM cell update from gates in (i, f, o, g) order: torch's nn.LSTM equations."""
+        h = self.hidden
+        ifo, g = torch.split(gates, [3 * h, h], dim=1)
+        i, f, o = torch.split(torch.sigmoid(ifo), h, dim=1)
+        c = f * c_prev + i * torch.tanh(g)
+        return o * torch.tanh(c), c
+
     def sample(self, cond: torch.Tensor, temperature: torch.Tensor,
                class_noise: torch.Tensor) -> torch.Tensor:
         """Free-running hits (B, steps, C): step t is fed step t-1's drawn class.
-        temperature (B,); class_noise uniform (B, steps, K)."""
+        temperature (B,); class_noise uniform (B, steps, 1), one number per step (of a wider
+        noise, as a caller drawing one per class passes, the first column is read).
+
+        The class is drawn from softmax(logits / T) by inverse CDF: the first class whose
+        cumulative weight exceeds u times the total (see `draw_class`); at T = 0 it is the
+        argmax, whatever the noise. The LSTM runs cell by cell on the nn.LSTM's own weights
+        (`_sample_weights`, the same equations as nn.LSTM, so teacher forcing and training are
+        untouched): written this way, the exported graph computes the cond's share of the first
+        layer's gates once instead of at every step, and needs none of the per-step reshapes
+        the exporter writes around a one-step LSTM node."""
         b, c = cond.shape[0], self.n_drums
-        g = gumbel(class_noise) * temperature[:, None, None]
-        state = self.initial_state(cond)
+        (w0, w0_cond, b0), *upper = self._sample_weights()
+        gates0_cond = cond @ w0_cond + b0  # the first layer's input share that never changes
+        h0, c0 = self.initial_state(cond)
+        hs, cs = list(h0.unbind(0)), list(c0.unbind(0))
+        greedy = temperature <= 0
+        inv_t = 1.0 / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+        # logits / T = (h * inv_t) @ w_out + b_out * inv_t: the tempered bias once, and per step
+        # a (B, H) scaling instead of a (B, K) one; inv_t is 1 on greedy rows.
+        w_out, b_out = self.out.weight.t(), self.out.bias * inv_t
+        u = class_noise[..., :1].clamp(0.0, CDF_U_MAX)  # (B, steps, 1)
         x = cond.new_zeros((b, c))
-        drawn = []
+        classes = []
         for i in range(self.steps):
-            out, state = self.rnn(torch.cat([x, cond], dim=-1)[:, None], state)
-            x = self.bits[torch.argmax(self.out(out[:, 0]) + g[:, i], dim=-1)]
-            drawn.append(x)
-        return torch.stack(drawn, dim=1)
+            # addmm: one Gemm node with its bias, where matmul + add would be two
+            hs[0], cs[0] = self._cell(torch.addmm(gates0_cond, torch.cat([x, hs[0]], 1), w0),
+                                      cs[0])
+            for k, (w, _, bias) in enumerate(upper, start=1):
+                hs[k], cs[k] = self._cell(torch.addmm(bias, torch.cat([hs[k - 1], hs[k]], 1), w),
+                                          cs[k])
+            cls = draw_class(torch.addmm(b_out, hs[-1] * inv_t, w_out), greedy, u[:, i])
+            x = self.bits[cls]
+            classes.append(cls)
+        return self.bits[torch.stack(classes, 1)]
 
     def classes(self, hits: torch.Tensor) -> torch.Tensor:
         """(B, T, C) hits -> (B, T) int64 classes (the drum_classes bit order)."""
@@ -223,8 +325,8 @@ class ClassVAE(nn.Module):
     # --- inference (what the ONNX decoder computes) -----------------------------------------
     def sample(self, z, temperature, hit_noise, cont_noise):
         """The finished quantized pattern (hits, velocities, offsets), each (B, T, C).
-        hit_noise: uniform (B, T, 2^C); cont_noise is taken (every decoder has the same four
-        inputs) but unused: a categorical model has no velocity or timing to draw."""
+        hit_noise: uniform (B, T, 1), one per step; cont_noise is taken (every decoder has the
+        same four inputs) but unused: a categorical model has no velocity or timing to draw."""
         del cont_noise
         return finished_pattern(self.generate_hits(z, temperature, hit_noise))
 

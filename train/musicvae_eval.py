@@ -189,7 +189,8 @@ def free_running_hits(model, spec: ModelSpec, z: torch.Tensor, temperature: floa
     """(B, T, C) hits decoded from z alone, at temperature (0: the most likely)."""
     b, device = z.shape[0], z.device
     if spec.kind in CATEGORICAL_KINDS:
-        noise = torch.rand((b, spec.steps, spec.n_classes), generator=generator, device=device)
+        noise = torch.rand(spec.io_shapes(b)["decoder_inputs"]["hit_noise"], generator=generator,
+                           device=device)
         t = torch.full((b,), float(temperature), device=device)
         return model.generate_hits(z, t, noise)
     if temperature == 0:

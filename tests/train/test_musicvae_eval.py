@@ -131,7 +131,7 @@ class Oracle(torch.nn.Module):
         return torch.nn.functional.one_hot(classes, self.spec.n_classes).float()
 
     def generate_hits(self, z, temperature, noise):
-        assert noise.shape == (z.shape[0], self.spec.steps, self.spec.n_classes)
+        assert noise.shape == (z.shape[0], self.spec.steps, 1)
         return z.view(z.shape[0], self.spec.steps, self.spec.n_drums)
 
 

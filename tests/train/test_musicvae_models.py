@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from groove_live.drum_classes import class_bits, hits_to_classes
-from groove_live.train.categorical import (CategoricalVAE, class_loss_terms, gumbel,
-                                           sampling_probability)
+from groove_live.train.categorical import (CDF_U_MAX, CategoricalVAE, class_loss_terms,
+                                           draw_class, gumbel, sampling_probability)
 from groove_live.train.config import PRESETS, ModelConfig
 from groove_live.train.hierarchical import HierarchicalVAE
 from groove_live.train.model import build_model, count_parameters
@@ -42,7 +42,7 @@ def test_shapes_losses_and_the_finished_pattern(preset, cls, steps):
     flat = torch.cat([x, torch.rand(3, steps, 18)], dim=-1)
     assert torch.equal(model.encode(flat)[0], model.encode(x)[0])
     with torch.no_grad():
-        hits, vel, off = model.sample(mu, torch.ones(3), torch.rand(3, steps, 512),
+        hits, vel, off = model.sample(mu, torch.ones(3), torch.rand(3, steps, 1),
                                       torch.randn(3, steps, 18))
     assert hits.shape == (3, steps, 9) and set(hits.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(vel, 0.6 * hits) and not off.any()  # quantized, the humanize input level
@@ -60,19 +60,78 @@ def test_class_loss_by_hand():
     assert out["kl"].item() == 0.0 and out["loss"].item() == pytest.approx(out["recon"].item())
 
 
-def test_gumbel_max_is_argmax_at_temperature_0_and_softmax_sampling_at_1():
+def test_sampling_is_argmax_at_temperature_0_and_softmax_sampling_above():
     model, spec = _tiny("cat_drums_2bar_tiny")
     z = torch.randn(2, spec.z_size)
     with torch.no_grad():
-        a = model.generate_hits(z, torch.zeros(2), torch.rand(2, 32, 512))
-        b = model.generate_hits(z, torch.zeros(2), torch.rand(2, 32, 512))
+        a = model.generate_hits(z, torch.zeros(2), torch.rand(2, 32, 1))
+        b = model.generate_hits(z, torch.zeros(2), torch.rand(2, 32, 1))
         assert torch.equal(a, b)  # T = 0 ignores the noise
-        # Softmax sampling: class frequencies of argmax(logits + g) follow softmax(logits).
-        logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
-        g = torch.Generator().manual_seed(3)
-        draws = torch.argmax(logits + gumbel(torch.rand((20000, 4), generator=g)), dim=-1)
-        freq = torch.bincount(draws, minlength=4).float() / 20000
-        assert torch.allclose(freq, torch.softmax(logits, -1), atol=0.01)
+    # Inverse CDF: class frequencies follow softmax(logits / T).
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -30.0])
+    g = torch.Generator().manual_seed(3)
+    n = 20000
+    for t in (1.0, 0.5):
+        draws = draw_class(logits.expand(n, -1) / t, torch.zeros(n, dtype=torch.bool),
+                           torch.rand((n, 1), generator=g))
+        freq = torch.bincount(draws, minlength=5).float() / n
+        assert torch.allclose(freq, torch.softmax(logits / t, -1), atol=0.01)
+    # Training's scheduled sampling still draws by Gumbel-max: the same distribution.
+    draws = torch.argmax(logits + gumbel(torch.rand((n, 5), generator=g)), dim=-1)
+    freq = torch.bincount(draws, minlength=5).float() / n
+    assert torch.allclose(freq, torch.softmax(logits, -1), atol=0.01)
+
+
+def test_draw_class_edges():
+    """u at its ends never lands on a class of zero weight; greedy rows are the argmax (the
+    first of tied maxima, as torch and onnxruntime break ties) whatever u is."""
+    scaled = torch.tensor([[-200.0, 0.0, -200.0, 1.0, -200.0]] * 4)  # exp(-201) is 0 in fp32
+    greedy = torch.tensor([False, False, True, True])
+    u = torch.tensor([[0.0], [CDF_U_MAX], [0.0], [CDF_U_MAX]])
+    assert draw_class(scaled, greedy, u).tolist() == [1, 3, 3, 3]
+    tied = torch.tensor([[0.0, 5.0, 5.0, 1.0]])
+    for u in (0.0, 0.5, CDF_U_MAX):
+        assert draw_class(tied, torch.tensor([True]), torch.tensor([[u]])).item() == 1
+
+
+def _sample_with_nn_lstm(decoder, cond, temperature, u):
+    """The reference: ClassDecoder.sample's loop on the nn.LSTM module itself, one step per call,
+    with the same draw (what the explicit cell math must reproduce)."""
+    greedy = temperature <= 0
+    inv_t = 1.0 / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    state = decoder.initial_state(cond)
+    x = cond.new_zeros((cond.shape[0], decoder.n_drums))
+    drawn = []
+    for i in range(decoder.steps):
+        out, state = decoder.rnn(torch.cat([x, cond], dim=-1)[:, None], state)
+        cls = draw_class(decoder.out(out[:, 0]) * inv_t, greedy, u[:, i].clamp(0, CDF_U_MAX))
+        x = decoder.bits[cls]
+        drawn.append(x)
+    return torch.stack(drawn, dim=1)
+
+
+@pytest.mark.parametrize("preset", ["cat_drums_2bar_cpu", "hierdec_drums_16bar_cpu"])
+def test_sample_computes_the_nn_lstm_it_was_trained_as(preset):
+    """sample() writes the LSTM cells out on the module's weights (two layers here, as the
+    bundled models): the same patterns as stepping nn.LSTM itself, at T = 0 and when drawing."""
+    p = PRESETS[preset]
+    torch.manual_seed(1)
+    decoder = build_model(p.model, p.spec()).eval().decoder
+    for name, param in decoder.named_parameters():  # an untrained model is near uniform
+        param.data.mul_(3.0 if "out" in name else 1.0)
+    g = torch.Generator().manual_seed(2)
+    n = 24
+    cond = torch.randn(n, decoder.init.in_features, generator=g)
+    u = torch.rand(n, decoder.steps, 1, generator=g)
+    for t in (0.0, 0.5, 1.0):
+        temperature = torch.full((n,), t)
+        with torch.no_grad():
+            got = decoder.sample(cond, temperature, u)
+            want = _sample_with_nn_lstm(decoder, cond, temperature, u)
+        # float rounding differs (~1e-7): allow one near-tie among the patterns
+        assert (got != want).any(dim=(1, 2)).sum() <= 1, t
+        if t == 0.0:
+            assert torch.equal(got, want)
 
 
 def test_decoder_classes_use_the_runtime_bit_order():
