@@ -52,17 +52,26 @@ def verify_against_torch(engine: Engine, model, n: int = 16, seed: int = 0) -> d
     return VERIFIERS[engine.spec.kind](engine, model, n, seed)
 
 
-def _verify_groovae(engine: Engine, model, n: int, seed: int) -> dict:
-    spec = engine.spec
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, spec.z_size)).astype(np.float32)
-    temperature = np.linspace(0.25, 1.5, n).astype(np.float32)
+def decode_both_groovae(engine: Engine, model, temperature: np.ndarray,
+                        rng: np.random.Generator):
+    """(onnxruntime's Patterns, torch's [hits, velocities, offsets] arrays) of a sampling
+    GrooVAE decoding the same random z, per-pattern temperatures and noise."""
+    n = len(temperature)
+    z = rng.standard_normal((n, engine.spec.z_size)).astype(np.float32)
     hit_noise, cont_noise = engine.noise(n, rng)
     got = engine.decode_noise(z, temperature, hit_noise, cont_noise)
     with torch.no_grad():
         ref = [t.numpy() for t in model.decoder.sample(
             torch.from_numpy(z), torch.from_numpy(temperature)[:, None],
             hit_noise=torch.from_numpy(hit_noise), cont_noise=torch.from_numpy(cont_noise))]
+    return got, ref
+
+
+def _verify_groovae(engine: Engine, model, n: int, seed: int) -> dict:
+    spec = engine.spec
+    rng = np.random.default_rng(seed)
+    got, ref = decode_both_groovae(engine, model,
+                                   np.linspace(0.25, 1.5, n).astype(np.float32), rng)
     shapes = spec.io_shapes(n)
     for (name, want), array in zip(shapes["decoder_outputs"].items(),
                                    (got.hits, got.velocities, got.offsets)):

@@ -14,6 +14,7 @@ import torch
 from groove_live.engine import Engine
 from groove_live.export.onnx_export import export_run
 from groove_live.export.rebuild import RebuildError, model_from_onnx, rebuild_run
+from groove_live.export.verify import decode_both_groovae
 from groove_live.train.config import get_preset
 from groove_live.train.model import GrooVAE
 from groove_live.train.run import load_model, model_header, save_checkpoint_atomic, save_run_config
@@ -23,15 +24,7 @@ def _decode_both(engine: Engine, model, seed: int, n: int = 24):
     """Same z, temperatures and noise through onnxruntime and torch (other inputs than the
     rebuild's own check)."""
     rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, engine.spec.z_size)).astype(np.float32)
-    t = rng.uniform(0.3, 1.5, n).astype(np.float32)
-    hit_noise, cont_noise = engine.noise(n, rng)
-    got = engine.decode_noise(z, t, hit_noise, cont_noise)
-    with torch.no_grad():
-        want = [a.numpy() for a in model.decoder.sample(
-            torch.from_numpy(z), torch.from_numpy(t)[:, None],
-            hit_noise=torch.from_numpy(hit_noise), cont_noise=torch.from_numpy(cont_noise))]
-    return got, want
+    return decode_both_groovae(engine, model, rng.uniform(0.3, 1.5, n).astype(np.float32), rng)
 
 
 def test_fp32_toy_export_rebuilds_into_a_run_that_decodes_as_onnxruntime(toy_model_path,
