@@ -13,12 +13,13 @@ with the share of exactly right steps breaking ties.
 
 mu is the first round's first candidate and the best latent stays a candidate in every round, so
 a fit is never worse than the plain reconstruction; the search stops as soon as a decode matches
-every hit. The draws come from their own fixed seed (and the pattern's place in the batch): the
-same pattern always fits to the same latent, whatever sampling seed the caller uses afterwards,
-and more rounds only ever add to what fewer found.
+every hit. The draws come from their own fixed seed and the pattern's hits: the same pattern
+always fits to the same latent, alone or in a batch, whatever sampling seed the caller uses
+afterwards, and more rounds only ever add to what fewer found.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,7 +80,9 @@ def fit_latents(engine: Engine, patterns: Patterns, rounds: int = FIT_ROUNDS,
     best_z = np.array(mu, np.float32)
     best_f1 = mu_f1.copy()
     for i in range(len(patterns)):
-        rng = np.random.default_rng([seed, i])  # a pattern's search never depends on another's
+        # Seeded by the pattern itself: the same pattern fits to the same latent alone or in a
+        # batch, wherever it stands in it.
+        rng = np.random.default_rng([seed, zlib.crc32(np.packbits(real[i]).tobytes())])
         best_score = best_f1[i] + TIE_BREAK * float(np.all(greedy[i] == real[i], axis=-1).mean())
         spread = np.asarray(sigma[i], np.float32)
         for _ in range(rounds):

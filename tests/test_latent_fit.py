@@ -41,6 +41,13 @@ def test_a_fit_is_never_worse_than_the_mean_and_is_reproducible(toy):
     np.testing.assert_allclose(fit.hit_f1, [hit_f1(real[i], decoded[i]) for i in range(3)])
 
 
+def test_a_pattern_fits_the_same_alone_or_anywhere_in_a_batch(toy):
+    patterns = toy.sample(3, seed=8)
+    batch = fit_latents(toy, patterns, rounds=2, candidates=16)
+    alone = fit_latents(toy, patterns[2], rounds=2, candidates=16)
+    np.testing.assert_array_equal(alone.z[0], batch.z[2])
+
+
 def test_zero_rounds_are_the_posterior_means(toy):
     patterns = toy.sample(2, seed=6)
     mu, _ = toy.encode(patterns)

@@ -70,6 +70,15 @@ def test_without_real_time_helper_threads_yield_to_the_clock(no_rtprio):
     assert on_a_new_thread(policy.clock_thread) is False
 
 
+def as_a_fair_thread(fn):
+    """fn on a thread reset to SCHED_OTHER first: threads inherit their creator's policy, and
+    another test in this process may have left the main thread real-time (root may)."""
+    def run():
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        return fn()
+    return lambda: on_a_new_thread(run)
+
+
 def slice_ns_of_this_thread() -> int | None:
     """The fair scheduler's slice of the calling thread (/proc, Linux 6.6+), None if unshown."""
     path = f"/proc/self/task/{threading.get_native_id()}/sched"
@@ -85,24 +94,25 @@ def slice_ns_of_this_thread() -> int | None:
 
 @linux_only
 def test_without_real_time_the_clock_thread_gets_a_short_slice(no_rtprio):
-    if on_a_new_thread(slice_ns_of_this_thread) is None:
+    if as_a_fair_thread(slice_ns_of_this_thread)() is None:
         pytest.skip("this kernel does not show se.slice (EEVDF slices need Linux 6.6+)")
     policy = RealtimePolicy()
-    got = on_a_new_thread(lambda: (policy.clock_thread(), slice_ns_of_this_thread(),
-                                   nice_of_this_thread()))
+    got = as_a_fair_thread(lambda: (policy.clock_thread(), slice_ns_of_this_thread(),
+                                    nice_of_this_thread()))()
     assert got == (False, int(CLOCK_SLICE_S * 1e9), nice_of_this_thread())
     assert policy.clock_slice is True
-    default = on_a_new_thread(slice_ns_of_this_thread)
+    default = as_a_fair_thread(slice_ns_of_this_thread)()
     assert default > int(CLOCK_SLICE_S * 1e9)  # only the asking thread changed
 
 
 @linux_only
 def test_the_slice_can_be_left_at_the_default(monkeypatch):
-    if on_a_new_thread(slice_ns_of_this_thread) is None:
+    if as_a_fair_thread(slice_ns_of_this_thread)() is None:
         pytest.skip("this kernel does not show se.slice (EEVDF slices need Linux 6.6+)")
     monkeypatch.setenv("GROOVE_LIVE_DEFAULT_SLICE", "1")
-    default = on_a_new_thread(slice_ns_of_this_thread)
-    assert on_a_new_thread(lambda: (short_slice(), slice_ns_of_this_thread())) == (False, default)
+    default = as_a_fair_thread(slice_ns_of_this_thread)()
+    assert as_a_fair_thread(lambda: (short_slice(), slice_ns_of_this_thread()))() == (
+        False, default)
 
 
 def test_switch_interval_is_shortened_and_the_old_one_returned():
