@@ -263,9 +263,9 @@ def test_the_bundled_harmonizer_sets_twinkle_mostly_in_its_key(tmp_path, seed):
     assert result.exit_code == 0, result.output
     midi = mido.MidiFile(result.output.strip().splitlines()[-1])
     lower = [m.note for t in midi.tracks[1:] for m in t if m.type == "note_on" and m.velocity]
-    assert len(lower) >= 3 * 24  # three voices, most steps of 12 bars sounding
-    assert sum(n % 12 in C_MAJOR for n in lower) / len(lower) >= 0.7
+    assert sum(n % 12 in C_MAJOR for n in lower) / len(lower) >= 0.75
     for track in midi.tracks[1:]:  # twinkle sits in the soprano range: nothing transposed
         low, high = VOICE_RANGES[track.name]
         notes = [m.note for m in track if m.type == "note_on" and m.velocity]
-        assert notes and low <= min(notes) and max(notes) <= high, track.name
+        assert len(notes) >= 8, track.name  # every voice sings through the tune, not a note or two
+        assert low <= min(notes) and max(notes) <= high, track.name
