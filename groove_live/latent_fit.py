@@ -91,7 +91,8 @@ def fit_latents(engine: Engine, patterns: Patterns, rounds: int = FIT_ROUNDS,
             draws = rng.standard_normal((candidates, mu.shape[1])).astype(np.float32)
             draws[0] = 0.0  # the best so far stays in the running
             z = best_z[i] + spread * draws
-            f1, steps_right = _scores(real[i], engine.decode(z, temperature=0.0, seed=seed).hits > 0.5)
+            decoded = engine.decode(z, temperature=0.0, seed=seed).hits > 0.5
+            f1, steps_right = _scores(real[i], decoded)
             score = f1 + TIE_BREAK * steps_right
             order = np.argsort(-score, kind="stable")
             if score[order[0]] > best_score:
