@@ -39,15 +39,13 @@ TIE_BREAK = 0.01  # step accuracy's weight in the score: never outweighs one hit
 
 
 def hit_f1(real: np.ndarray, pred: np.ndarray) -> float:
-    """F1 of the hit cells of two boolean (..., T, C) arrays; 1.0 when neither has a hit."""
-    tp = float(np.sum(real & pred))
-    fp = float(np.sum(~real & pred))
-    fn = float(np.sum(real & ~pred))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    """F1 of the hit cells of two boolean (T, C) patterns; 1.0 when neither has a hit."""
+    return float(_scores(real, pred[None])[0][0])
 
 
 def _scores(real: np.ndarray, decoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(hit F1, step accuracy) of each decoded (N, T, C) boolean pattern against real (T, C)."""
+    """(hit F1, step accuracy) of each decoded (N, T, C) boolean pattern against real (T, C);
+    F1 is 1.0 where neither has a hit."""
     tp = np.sum(decoded & real, axis=(1, 2)).astype(np.float64)
     fp = np.sum(decoded & ~real, axis=(1, 2))
     fn = np.sum(~decoded & real, axis=(1, 2))

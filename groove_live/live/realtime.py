@@ -35,9 +35,10 @@ HELPER_NICE = 10
 # (sched_setattr's sched_runtime under SCHED_OTHER, no privilege); 0.1 ms is the kernel's
 # minimum. Older kernels ignore the value.
 CLOCK_SLICE_S = 0.0001
-# sched_setattr has no wrapper in Python's os module: its syscall number per architecture.
-_SCHED_SETATTR = {"x86_64": 314, "amd64": 314, "aarch64": 274, "arm64": 274, "i686": 351,
-                  "i386": 351, "armv7l": 380, "riscv64": 274, "ppc64le": 355, "s390x": 345}
+# sched_setattr has no wrapper in Python's os module: its syscall number per architecture,
+# only where it is checked against the kernel's tables (a wrong number would run another call).
+_SCHED_SETATTR = {"x86_64": 314, "amd64": 314, "aarch64": 274, "arm64": 274, "riscv64": 274,
+                  "i686": 351, "i386": 351, "armv7l": 380}
 # The clock thread must get the GIL back quickly when its wait ends; the default 5 ms switch
 # interval would let the OSC or worker thread hold it for a whole 5 ms.
 SWITCH_INTERVAL_S = 0.0002
