@@ -32,6 +32,7 @@ from groove_live.ort import ort as onnxruntime  # telemetry off before import (s
 from groove_live.spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY,
                               ModelSpec)
 
+from ..train.calibrate import CalibrationError, calibration_for
 from ..train.run import RunError, load_model, weights_path
 from .decoder_graph import OPSET, VARIANTS, build_decoder
 from .traced_graph import build_traced_decoder
@@ -131,7 +132,22 @@ def _load(run_dir: Path, which: str):
         raise ExportError(str(e)) from None
     except EngineError as e:
         raise ExportError(str(e)) from None
-    return model, cfg, spec, source
+    return model, cfg, _calibrated(model, spec, run_dir), source
+
+
+def _calibrated(model, spec: ModelSpec, run_dir: Path) -> ModelSpec:
+    """A task model's hit threshold from RUN/calibration.json (train/calibrate.py), applied to
+    the model before tracing and recorded in the spec's extra; the spec unchanged without one."""
+    if spec.kind != "conditioned":
+        return spec
+    try:
+        calibration = calibration_for(run_dir, spec.run_id)
+    except CalibrationError as e:
+        raise ExportError(str(e)) from None
+    if calibration is None:
+        return spec
+    model.hit_bias.fill_(calibration["hit_bias"])
+    return spec.replace(extra={**spec.extra, "hit_threshold": calibration})
 
 
 def _encoder_model(model, spec: ModelSpec) -> onnx.ModelProto:
@@ -197,7 +213,9 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
         f", kind {spec.kind}"
         + (f", {cfg.continuous_head} head" if spec.kind in ("groovae", "conditioned") else "")
         + (f", z {cfg.z_size} per bottleneck cell, generator {list(cfg.enc_rnn_sizes)}"
-           if spec.kind == "pitched" else f", z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}"))
+           if spec.kind == "pitched" else f", z {cfg.z_size}, decoder {list(cfg.dec_rnn_sizes)}")
+        + (f", hit threshold bias {spec.extra['hit_threshold']['hit_bias']:g} at T = 0 "
+           f"(calibration.json)" if "hit_threshold" in spec.extra else ""))
 
     info = {"route": how.route, "source": f"{run_dir.resolve().name}/{source.name}",
             "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

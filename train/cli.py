@@ -226,6 +226,34 @@ def evaluate_task(model_path, checkpoint, data_dir, split, out_path, seed, tempe
         click.echo(f"wrote {out_path}")
 
 
+@main.command("calibrate-task")
+@click.option("--run", "run_dir", required=True, type=click.Path(),
+              help="Run folder of a drumify or infill model.")
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="Prepared 2-bar dataset folder (from `groove-train prepare --bars 2`).")
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@click.option("--split", default="validation", show_default=True,
+              type=click.Choice(["train", "validation"]),
+              help="Fit on this split (never the test split, which scores the result).")
+def calibrate_task(run_dir, data_dir, which, split):
+    """Choose a drumify or infill model's hit threshold at temperature 0 for the best hit F1
+    on validation data; writes RUN/calibration.json, which `groove-export onnx` bakes in."""
+    from .calibrate import CALIBRATION_FILE, CalibrationError, calibrate_run
+    from .data import DataError
+    from .run import RunError
+
+    try:
+        result = calibrate_run(run_dir, data_dir, which, split)
+    except (CalibrationError, DataError, RunError) as e:
+        _fail(str(e))
+    best, zero = result["at_bias"], result["at_zero"]
+    click.echo(f"{result['run_id']}: {result['metric']} on {split} ({result['n_windows']} "
+               f"windows) {zero['f1']:.3f} at bias 0 (precision {zero['precision']:.3f}, recall "
+               f"{zero['recall']:.3f}) -> {best['f1']:.3f} at bias {result['hit_bias']:g} "
+               f"(precision {best['precision']:.3f}, recall {best['recall']:.3f})")
+    click.echo(f"wrote {run_dir}/{CALIBRATION_FILE}")
+
+
 @main.command("evaluate-musicvae")
 @click.option("--run", "run_dir", required=True, type=click.Path(),
               help="Run folder of a categorical, hierarchical or GrooVAE model.")

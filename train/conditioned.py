@@ -73,6 +73,9 @@ class ConditionedVAE(nn.Module):
         # Derived from the spec, so not saved with the weights.
         self.register_buffer("generated", torch.from_numpy(generated_voices(spec.task, spec)),
                              persistent=False)
+        # The hit threshold's logit bias (train/calibrate.py): 0 until a calibration fit on
+        # validation data is applied for export; not part of the trained weights.
+        self.register_buffer("hit_bias", torch.zeros(()), persistent=False)
 
     # --- data -------------------------------------------------------------------------------
     @staticmethod
@@ -134,13 +137,17 @@ class ConditionedVAE(nn.Module):
         temperature (B,) scales every random part: hit logits (a hit when T·logit(u) < logit,
         so T = 0 is the most likely pattern, without dividing by zero) and the Gaussian noise
         of velocity and timing (T = 0: their means). hit_noise uniform (B, T, C), cont_noise
-        standard normal (B, T, 2C).
+        standard normal (B, T, 2C). A calibrated hit_bias moves the threshold in full at T = 0
+        and not at all from T = 1 (train/calibrate.py).
         """
         c = self.spec.n_drums
         heads = self.decoder(z, control)
         t = temperature[:, None, None]
+        logits = heads["hit_logits"]
+        if float(self.hit_bias) != 0.0:  # a Python branch: uncalibrated graphs stay as they were
+            logits = logits + self.hit_bias * torch.clamp(1.0 - t, min=0.0)
         u = hit_noise.clamp(NOISE_EPS, 1.0 - NOISE_EPS)
-        sampled = (t * torch.log(u / (1.0 - u)) < heads["hit_logits"]).to(z.dtype)
+        sampled = (t * torch.log(u / (1.0 - u)) < logits).to(z.dtype)
         given_hits = control[..., :c]
         writes = self.generated > 0  # (C,)
         if self.task == "humanize":
