@@ -26,7 +26,6 @@ from .guard import AddressRefused, Guard, Limits, parse_host
 from .harmony import LiveHarmony
 from .library import Library
 from .osc_api import OscApi
-from .osc_budget import OscBudget
 from .planner import Restart, latent_unit_bars
 from .realtime import RealtimePolicy
 from .scheduler import DECODE_WORK_S, Scheduler
@@ -200,7 +199,6 @@ class Server:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._switch_interval_s: float | None = None
-        self.osc_budget = OscBudget(self.clock.now())  # the OSC thread's share of a core
         self.replies = 0  # replies handed back to send, and their bytes
         self.reply_bytes = 0
         self.started_t_s = self.clock.now()
@@ -293,13 +291,7 @@ class Server:
     # --- the OSC thread -------------------------------------------------------------------
     def _serve_osc(self, stop: threading.Event) -> None:
         self.scheduler.realtime_policy.helper_thread()
-        budget = self.osc_budget
         while not stop.is_set():
-            pause_s = budget.pause_s(self.clock.now())
-            if pause_s > 0:  # over its CPU share: what arrives meanwhile is the kernel's to drop
-                stop.wait(pause_s)
-                continue
-            cpu_start_s = time.thread_time()  # this thread's CPU only: not its blocking waits
             try:
                 datagram, sender = self.sock.recvfrom(MAX_DATAGRAM)
             except socket.timeout:
@@ -314,7 +306,6 @@ class Server:
                     self.sock.sendto(reply, sender)
                 except OSError:
                     pass
-            budget.spend(time.thread_time() - cpu_start_s, self.clock.now())
 
     def handle_datagram(self, datagram: bytes, sender: Address | None) -> list[bytes]:
         """The replies to send back to `sender`: none when the guard drops the datagram (a
@@ -427,8 +418,6 @@ class Server:
             ("reply_bytes", self.reply_bytes),
             *((f"dropped_{why}", self.guard.drops[why])
               for why in ("not_allowed", "self", "bad_source", "rate_limited")),
-            ("osc_pauses", self.osc_budget.pauses),  # reading stopped: over its CPU share
-            ("osc_paused_ms", round(self.osc_budget.paused_s * 1000, 1)),
         ]
         items += self.tasks.info()
         items += self.harmony.info()
