@@ -21,6 +21,7 @@ in one line, and it refuses them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -622,7 +623,18 @@ class Engine:
         return [f"heads       hits Bernoulli(sigmoid(logit / T)); velocity/offset "
                 + ("drawn from a learned Gaussian, noise x T" if s.continuous_head == "gaussian"
                    else "the mean (Magenta)"),
+                *self._describe_threshold(),
                 f"encoding    velocity {s.velocity_encoding}, offset {s.offset_encoding}"]
+
+    def _describe_threshold(self) -> list[str]:
+        """A task model's calibrated hit threshold, from the spec's extra (metadata: shown
+        only when it is a finite number)."""
+        found = self.spec.extra.get("hit_threshold")
+        bias = found.get("hit_bias") if isinstance(found, dict) else None
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
+            return []
+        return [f"threshold   hit logit + {bias:g} at T = 0, fading out by T = 1 (chosen for "
+                f"hit F1 on {str(found.get('split', '?'))[:20]} data)"]
 
     def _describe_pitched(self) -> list[str]:
         s = self.spec

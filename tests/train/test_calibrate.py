@@ -106,6 +106,11 @@ def test_export_bakes_the_calibration_in_and_refuses_one_for_other_weights(toy_t
         exported = export_run(toy.run_dir, tmp_path / "infill.onnx")
         engine = Engine.load(exported.decoder_path)
         assert engine.spec.extra["hit_threshold"]["hit_bias"] == 0.9
+        assert "threshold   hit logit + 0.9 at T = 0" in engine.describe()
+        for odd in ({"hit_bias": "0.9; rm -rf /"}, {"hit_bias": float("nan")}, "0.9", None):
+            engine.spec = engine.spec.replace(extra={"hit_threshold": odd})  # untrusted metadata
+            assert "threshold" not in engine.describe()
+        engine = Engine.load(exported.decoder_path)
         played_windows = played(n=8, seed=4)
         out = engine.transform(played_windows, temperature=0.0, seed=1)
         model = toy.model
