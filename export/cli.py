@@ -7,6 +7,8 @@ import click
 
 from groove_live.cli_errors import fail
 
+from ..train.which import which_option
+
 
 def _fail(message: str) -> NoReturn:
     fail("groove-export", message)
@@ -23,8 +25,7 @@ def main() -> None:
 @click.option("--out", "out_path", default=None, type=click.Path(),
               help="Decoder file to write (NAME.onnx); the encoder goes beside it as "
                    "NAME.encoder.onnx. Default: in the run folder, RUN/MODEL.VARIANT.onnx.")
-@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
-              help="Weights: best on validation, or the latest checkpoint.")
+@which_option
 @click.option("--variant", default="fp32", show_default=True,
               type=click.Choice(["fp32", "fp16", "int8"]),
               help="Decoder weights: fp32, or int8 (checked against fp32 within a stated "

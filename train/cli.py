@@ -8,6 +8,7 @@ import click
 from groove_live.cli_errors import fail
 
 from .config import PRESETS
+from .which import which_option
 
 
 def _fail(message: str) -> NoReturn:
@@ -146,8 +147,7 @@ def fit(data_dir, run_dir, preset, head, max_steps, max_minutes, batch_size, lea
 @click.option("--temperature", default=1.0, show_default=True)
 @click.option("--plot", is_flag=True, help="Write piano-roll PNGs into the run folder.")
 @click.option("--plot-count", "n_plot", default=4, show_default=True)
-@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
-              help="Weights: best on validation, or the latest checkpoint.")
+@which_option
 @click.option("--seed", default=0, show_default=True, help="Seed of the prior samples.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]))
@@ -231,7 +231,7 @@ def evaluate_task(model_path, checkpoint, data_dir, split, out_path, seed, tempe
               help="Run folder of a drumify or infill model.")
 @click.option("--data", "data_dir", required=True, type=click.Path(),
               help="Prepared 2-bar dataset folder (from `groove-train prepare --bars 2`).")
-@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@which_option
 @click.option("--split", default="validation", show_default=True,
               type=click.Choice(["train", "validation"]),
               help="Fit on this split (never the test split, which scores the result).")
@@ -271,7 +271,7 @@ def calibrate_task(run_dir, data_dir, which, split):
 @click.option("--max-windows", type=click.IntRange(min=1),
               help="Score this many windows spread over the split (default: all).")
 @click.option("--out", "out_path", type=click.Path(), help="Write every number here as JSON.")
-@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@which_option
 @click.option("--seed", default=0, show_default=True, help="Seed of sampling and of the prior.")
 @click.option("--batch", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
@@ -315,7 +315,7 @@ def evaluate_musicvae(run_dir, data_dir, split, temperature, n_structure, max_wi
               help="Melodies of the mode-collapse check, spread over the split.")
 @click.option("--max-windows", type=click.IntRange(min=1),
               help="Score this many windows spread over the split (default: all).")
-@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]))
+@which_option
 @click.option("--out", "out_dir", type=click.Path(),
               help="Write evaluation.json, piano-roll and training-curve PNGs here.")
 @click.option("--threads", default=0, help="torch intra-op threads (0 = torch's default).")

@@ -32,6 +32,7 @@ from groove_live.spec import ModelSpec
 from .config import (ModelConfig, TrainConfig, model_config_from_dict, to_dict,
                      train_config_from_dict)
 from .model import GrooVAE, build_model
+from .which import WHICH_HELP, WHICH_RE
 
 CHECKPOINT_RE = re.compile(r"step_(\d+)\.pt$")
 # What fit needs to continue; best.pt holds only "model", "step" and "val".
@@ -267,8 +268,19 @@ def describe_mismatch(error: Exception) -> str:
 
 
 def weights_path(run_dir: str | Path, which: str = "best") -> Path:
-    """best.pt when it exists (selected on validation), else the latest checkpoint."""
+    """best.pt when it exists (selected on validation), else the latest checkpoint; with
+    which = "stepN", the checkpoint of step N (for a selection made on other metrics)."""
     run_dir = Path(run_dir)
+    m = WHICH_RE.match(which)
+    if m is None:
+        raise RunError(f"which weights: {which!r}; say {WHICH_HELP}")
+    if m.group(2) is not None:
+        step = int(m.group(2))
+        found = dict(list_checkpoints(run_dir))
+        if step not in found:
+            kept = ", ".join(str(n) for n in sorted(found)) or "none"
+            raise RunError(f"{run_dir}: no checkpoint of step {step} (checkpoints kept: {kept})")
+        return found[step]
     best = run_dir / "best.pt"
     if which == "best" and best.is_file():
         return best

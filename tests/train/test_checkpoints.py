@@ -203,3 +203,23 @@ def test_clean_stale_temp_files_removes_only_temp_files(tmp_path):
     assert clean_stale_temp_files(tmp_path) == sorted(stale)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
     assert clean_stale_temp_files(tmp_path / "absent") == []
+
+
+def test_which_picks_best_latest_or_one_steps_checkpoint(base_run, one_line_failure):
+    from click.testing import CliRunner
+
+    from groove_live.export.cli import main as export_main
+    from groove_live.train.run import RunError, weights_path
+
+    assert weights_path(base_run, "best") == base_run / "best.pt"
+    assert weights_path(base_run, "latest") == _ckpt(base_run, 10)
+    assert weights_path(base_run, "step5") == _ckpt(base_run, 5)
+    with pytest.raises(RunError, match=r"no checkpoint of step 7 \(checkpoints kept: 5, 10\)"):
+        weights_path(base_run, "step7")
+    with pytest.raises(RunError, match="say best"):
+        weights_path(base_run, "step-1")
+    result = CliRunner().invoke(export_main, ["onnx", "--run", str(base_run), "--which", "7"])
+    assert result.exit_code == 2 and "latest, or stepN" in result.output
+    result = CliRunner().invoke(export_main, ["onnx", "--run", str(base_run), "--which", "step7"])
+    line = one_line_failure(result, "groove-export")
+    assert "no checkpoint of step 7" in line, line
