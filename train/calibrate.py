@@ -42,23 +42,20 @@ class CalibrationError(ValueError):
 
 def greedy_outputs(model, patterns: Patterns, biases, batch: int = 512):
     """For each bias, the model's T = 0 output on `patterns` with that bias on its hit logits:
-    z at the prior's mean, as the engine decodes at temperature 0."""
-    spec = model.spec
-    c = spec.n_drums
-    control = torch.from_numpy(task_input(spec.task, patterns, spec).to_flat())
-    heads = []
+    z at the prior's mean, as the engine decodes at temperature 0. The decoder runs once; each
+    bias only re-finishes its heads (ConditionedVAE.finish, what the exported graph computes)."""
+    control = torch.from_numpy(task_input(model.spec.task, patterns, model.spec).to_flat())
     with torch.inference_mode():
-        for start in range(0, len(patterns), batch):
-            part = control[start:start + batch]
-            heads.append(model.decoder(part.new_zeros((len(part), model.cfg.z_size)), part))
-    logits, vel, off = (torch.cat([h[k] for h in heads]) for k in
-                        ("hit_logits", "velocity_mean", "offset_mean"))
-    writes = model.generated > 0
-    for bias in biases:
-        hits = torch.where(writes, (logits + bias > 0).to(logits.dtype), control[..., :c])
-        v = torch.where(writes, vel, control[..., c:2 * c]).clamp(0.0, 1.0) * hits
-        o = torch.where(writes, off, control[..., 2 * c:]).clamp(-0.5, 0.5) * hits
-        yield bias, Patterns(hits.numpy(), v.numpy(), o.numpy())
+        heads = [model.decoder(part.new_zeros((len(part), model.cfg.z_size)), part)
+                 for part in torch.split(control, batch)]
+        heads = {k: torch.cat([h[k] for h in heads]) for k in heads[0]}
+        zero_t = torch.zeros(len(patterns))
+        no_hit_noise = torch.full(control.shape[:2] + (model.spec.n_drums,), 0.5)
+        no_cont_noise = torch.zeros(control.shape[:2] + (2 * model.spec.n_drums,))
+        for bias in biases:
+            out = model.finish(heads, zero_t, no_hit_noise, no_cont_noise, control,
+                               torch.tensor(float(bias)))
+            yield bias, Patterns(*(a.float().numpy() for a in out))
 
 
 def fit_hit_bias(model, dataset_dir: str | Path, split: str = "validation",

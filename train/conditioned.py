@@ -140,14 +140,22 @@ class ConditionedVAE(nn.Module):
         standard normal (B, T, 2C). A calibrated hit_bias moves the threshold in full at T = 0
         and not at all from T = 1 (train/calibrate.py).
         """
+        return self.finish(self.decoder(z, control), temperature, hit_noise, cont_noise,
+                           control, self.hit_bias)
+
+    def finish(self, heads: dict[str, torch.Tensor], temperature: torch.Tensor,
+               hit_noise: torch.Tensor, cont_noise: torch.Tensor, control: torch.Tensor,
+               hit_bias: torch.Tensor):
+        """sample() from the decoder's heads on: the drawn hits (with hit_bias on the logits
+        at T = 0, fading out by T = 1) and the task's rules. Apart so that calibration can try
+        many biases on one decoder pass (train/calibrate.py)."""
         c = self.spec.n_drums
-        heads = self.decoder(z, control)
         t = temperature[:, None, None]
         logits = heads["hit_logits"]
-        if float(self.hit_bias) != 0.0:  # a Python branch: uncalibrated graphs stay as they were
-            logits = logits + self.hit_bias * torch.clamp(1.0 - t, min=0.0)
+        if float(hit_bias) != 0.0:  # a Python branch: uncalibrated graphs stay as they were
+            logits = logits + hit_bias * torch.clamp(1.0 - t, min=0.0)
         u = hit_noise.clamp(NOISE_EPS, 1.0 - NOISE_EPS)
-        sampled = (t * torch.log(u / (1.0 - u)) < logits).to(z.dtype)
+        sampled = (t * torch.log(u / (1.0 - u)) < logits).to(logits.dtype)
         given_hits = control[..., :c]
         writes = self.generated > 0  # (C,)
         if self.task == "humanize":
