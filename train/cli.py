@@ -254,6 +254,31 @@ def calibrate_task(run_dir, data_dir, which, split):
     click.echo(f"wrote {run_dir}/{CALIBRATION_FILE}")
 
 
+@main.command("average")
+@click.option("--run", "run_dir", required=True, type=click.Path(),
+              help="Run folder whose kept checkpoints are averaged.")
+@click.option("--from-step", required=True, type=click.IntRange(min=0),
+              help="First step of the stretch (inclusive).")
+@click.option("--to-step", required=True, type=click.IntRange(min=0),
+              help="Last step of the stretch (inclusive).")
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="New run folder for the averaged weights (its best.pt).")
+def average(run_dir, from_step, to_step, out_dir):
+    """Average the weights of a run's checkpoints from --from-step to --to-step into a new run
+    folder, which export and the evaluate commands read like any run (a GAN's circling
+    generator settles nearer the middle this way)."""
+    from .average import average_run
+    from .run import RunError
+
+    try:
+        result = average_run(run_dir, from_step, to_step, out_dir)
+    except RunError as e:  # CheckpointError included
+        _fail(str(e))
+    steps = result["steps"]
+    click.echo(f"averaged {len(steps)} checkpoints of {run_dir} (steps "
+               f"{', '.join(map(str, steps))}) -> {result['weights']}")
+
+
 @main.command("evaluate-musicvae")
 @click.option("--run", "run_dir", required=True, type=click.Path(),
               help="Run folder of a categorical, hierarchical or GrooVAE model.")
