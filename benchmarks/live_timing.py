@@ -10,6 +10,10 @@ Flood mode (--flood-rate N): a third process also sends N datagrams/s at the ser
 the same --seconds (valid /groove/ping and /groove/info, garbage, bundles; at most N * seconds,
 then it stops by itself), and the server runs at normal priority (no SCHED_FIFO) unless
 --priority realtime: the case of a user without an rtprio limit whose port gets flooded.
+--flood-at decoy is the control: the flood goes to a second, silent server instead, so the
+machine carries the same work (the flood, and a server parsing and answering it) while the
+measured server's interpreter carries none of it. Lateness that stays then is the machine's
+(CPU time), not the server's (its interpreter lock); only what goes away is.
 
     python benchmarks/live_timing.py                        # bundled model, 120 and 174 BPM, 60 s
     python benchmarks/live_timing.py --model tests/fixtures/toy_model.onnx --seconds 10
@@ -60,13 +64,35 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def serve_argv(args, port: int, bpm: float, receiver_port: int) -> list[str]:
+def serve_argv(args, port: int, bpm: float, receiver_port: int | None) -> list[str]:
+    """The measured server's command line; receiver_port None: a silent one (the decoy)."""
     exe = shutil.which("groove-live") or str(Path(sys.executable).with_name("groove-live"))
     argv = [exe, "serve", "--port", str(port), "--bpm", str(bpm), "--bundles", "--latency-ms", "0",
-            "--bar-lookahead-ms", "100", "--send", f"127.0.0.1:{receiver_port}", "--seed", "1"]
+            "--bar-lookahead-ms", "100", "--seed", "1"]
+    if receiver_port is not None:
+        argv += ["--send", f"127.0.0.1:{receiver_port}"]
     if args.model:
         argv += ["--model", args.model]
     return argv
+
+
+def start_server(argv: list[str], env: dict) -> subprocess.Popen:
+    """Start `serve` in a session of its own and wait until it says it is ready."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    for line in proc.stdout:
+        if "ready in" in line:
+            return proc
+    raise SystemExit(f"groove-live serve did not start (exit {proc.wait()})")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # --- the load process --------------------------------------------------------------------
@@ -234,15 +260,13 @@ def one_run(args, bpm: float) -> dict:
     # Server, load and flood each run in a session of their own, as separate programs started
     # from separate terminals would: where the kernel groups CPU time by session (autogroup,
     # the default on desktop Linux) they then share the CPU as programs, not thread by thread.
-    server = subprocess.Popen(serve_argv(args, port, bpm, receiver.port), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-    flood = None
+    server = start_server(serve_argv(args, port, bpm, receiver.port), env)
+    flood = decoy = None
+    flood_port = port
     try:
-        for line in server.stdout:
-            if "ready in" in line:
-                break
-        else:
-            raise SystemExit(f"groove-live serve did not start (exit {server.wait()})")
+        if args.flood_rate > 0 and args.flood_at == "decoy":
+            flood_port = free_port()
+            decoy = start_server(serve_argv(args, flood_port, bpm, None), env)
         request(port, "/groove/walk", 0.05, 1)  # a new latent, hence a decode, every bar
         rss_start = rss_mb(server.pid)
         load = subprocess.Popen([sys.executable, __file__, "--role", "load", "--port", str(port),
@@ -251,7 +275,7 @@ def one_run(args, bpm: float) -> dict:
                                 start_new_session=True)
         if args.flood_rate > 0:
             flood = subprocess.Popen([sys.executable, __file__, "--role", "flood", "--port",
-                                      str(port), "--flood-rate", str(args.flood_rate),
+                                      str(flood_port), "--flood-rate", str(args.flood_rate),
                                       "--flood-senders", str(args.flood_senders),
                                       "--seconds", str(args.seconds)],
                                      stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -275,12 +299,9 @@ def one_run(args, bpm: float) -> dict:
         if flood is not None and flood.poll() is None:  # only if this run failed half-way
             flood.kill()
             flood.wait()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        for proc in (server, decoy):
+            if proc is not None:
+                stop_server(proc)
         receiver.close()
     rows = [r for r in receiver.rows if t_begin <= r[3] <= t_end]
     lag_ms = np.array([(arrival - tag) * 1000 for _, _, arrival, tag in rows])
@@ -342,6 +363,9 @@ def main() -> int:
                     help="also flood the server's port with this many datagrams/s (0: no flood)")
     ap.add_argument("--flood-senders", type=int, default=1,
                     help="spread the flood over this many source ports")
+    ap.add_argument("--flood-at", choices=["server", "decoy"], default="server",
+                    help="flood the measured server, or a second, silent one (the control: the "
+                         "same work for the machine, none for the measured server)")
     ap.add_argument("--priority", choices=["realtime", "normal"],
                     help="the server's scheduling: normal = GROOVE_LIVE_NO_REALTIME=1 (default: "
                          "normal with --flood-rate, else realtime unless that variable is set)")
@@ -364,8 +388,8 @@ def main() -> int:
     if args.priority is None:
         normal = args.flood_rate > 0 or os.environ.get("GROOVE_LIVE_NO_REALTIME")
         args.priority = "normal" if normal else "realtime"
-    flood = (f", flood {args.flood_rate:g} datagrams/s from {args.flood_senders} port(s)"
-             if args.flood_rate > 0 else "")
+    flood = (f", flood {args.flood_rate:g} datagrams/s from {args.flood_senders} port(s) at "
+             f"the {args.flood_at}" if args.flood_rate > 0 else "")
     print(f"# live timing: {args.seconds:g} s per tempo, {args.rate:g} OSC requests/s{flood}, "
           f"server priority {args.priority}, model {args.model or 'bundled'}")
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, load average "
