@@ -32,6 +32,7 @@ from groove_live.ort import ort as onnxruntime  # telemetry off before import (s
 from groove_live.spec import (ENCODER_KEY, EXPORT_KEY, METADATA_KEY, ROLE_KEY, VARIANT_KEY,
                               ModelSpec)
 
+from ..train.average import averaged_steps, describe_average
 from ..train.calibrate import CalibrationError, calibration_for
 from ..train.run import RunError, load_model, weights_path
 from .decoder_graph import OPSET, VARIANTS, build_decoder
@@ -217,7 +218,11 @@ def export_run(run_dir: str | Path, out_path: str | Path | None = None, which: s
         + (f", hit threshold bias {spec.extra['hit_threshold']['hit_bias']:g} at T = 0 "
            f"(calibration.json)" if "hit_threshold" in spec.extra else ""))
 
-    info = {"route": how.route, "source": f"{run_dir.resolve().name}/{source.name}",
+    averaged = averaged_steps(run_dir, source)
+    if averaged:
+        log(f"[1/{stages}] {source.name} is {describe_average(averaged)} (averaged.json)")
+    info = {"route": how.route, "source": f"{run_dir.resolve().name}/{source.name}"
+            + (f" ({describe_average(averaged)})" if averaged else ""),
             "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "opset": OPSET}

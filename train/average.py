@@ -15,6 +15,7 @@ optimizer state and no checkpoints/: `fit --resume` has nothing to continue ther
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,22 @@ def average_run(run_dir: str | Path, from_step: int, to_step: int,
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     return {"steps": steps, "out": str(out_dir), "weights": str(out_dir / "best.pt")}
+
+
+def averaged_steps(run_dir: str | Path, weights: Path) -> list[int] | None:
+    """The steps whose mean `weights` is, when it is the best.pt of a folder `average` wrote
+    (from its averaged.json); None for any other weights or an unreadable note."""
+    if Path(weights).name != "best.pt":
+        return None
+    try:
+        note = json.loads((Path(run_dir) / AVERAGED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    steps = note.get("steps") if isinstance(note, dict) else None
+    if not isinstance(steps, list) or not steps or not all(type(s) is int for s in steps):
+        return None
+    return steps
+
+
+def describe_average(steps: list[int]) -> str:
+    return f"the mean of {len(steps)} checkpoints, steps {steps[0]}-{steps[-1]}"

@@ -4,11 +4,13 @@ import re
 import shutil
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from click.testing import CliRunner
 
 from groove_live.export.cli import main as export_main
+from groove_live.spec import EXPORT_KEY
 from groove_live.train.average import average_run
 from groove_live.train.cli import main as train_main
 from groove_live.train.data import prepare
@@ -62,7 +64,10 @@ def test_the_average_is_the_mean_of_the_chosen_checkpoints(source, tmp_path):
     result = CliRunner().invoke(export_main, ["onnx", "--run", str(tmp_path / "avg"),
                                               "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert out.is_file()
+    assert "best.pt is the mean of 2 checkpoints, steps 10-15" in result.output
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert json.loads(meta[EXPORT_KEY])["source"] == ("avg/best.pt (the mean of 2 checkpoints, "
+                                                      "steps 10-15)")
 
 
 def test_nothing_to_resume_in_an_average(source, tmp_path, one_line_failure):
