@@ -186,12 +186,12 @@ def _task_command(task: str, what: str, input_help: str):
     @click.option("--model", metavar=MODEL_METAVAR, help=_model_help(task))
     @click.option("--png", is_flag=True,
                   help="Also write a piano roll of input and output (first bars; matplotlib).")
-    def command(midi_in, out_dir, temperature, seed, model, png, amount=1.0):
+    def command(midi_in, out_dir, temperature, seed, model, png, amount=1.0, like=None):
         from .tasks import transform_file
 
         engine = _engine(model, default=task)
         path = _run(transform_file, engine, midi_in, out_dir, amount=amount,
-                    temperature=temperature, seed=seed, png=png, task=task,
+                    temperature=temperature, seed=seed, png=png, task=task, like=like,
                     notice=lambda line: click.echo(f"groove-live: note: {line}", err=True))
         click.echo(str(path))
 
@@ -200,6 +200,11 @@ def _task_command(task: str, what: str, input_help: str):
             "--amount", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
             help="How much of the model's groove to add: 0 gives the input back, 1 the "
                  "model's velocities and timing.")(command)
+        command = click.option(
+            "--like", metavar="REF.mid", type=click.Path(dir_okay=False),
+            help="Play it with the feel of this recording (a drummer's take, any length): "
+                 "its phrases' mean latent replaces a random drummer, so --temperature and "
+                 "--seed change nothing.")(command)
     return command
 
 

@@ -12,7 +12,11 @@ Choices a reader should know:
 - A phrase without a single input note stays silent: the model is not asked to fill a break
   or a count-in with drums the user did not play.
 - One latent z is drawn for the whole file, so every phrase is played by the same "drummer"
-  rather than a different feel every two bars.
+  rather than a different feel every two bars. Humanize can take that z from a recording
+  instead (`--like REF.mid`, GrooVAE's groove transfer): the model's encoder reads each phrase
+  of the reference, and the mean of their latents plays the whole file. A drummer's habits
+  (how hard, how far ahead or behind each drum) are what the latent carries; the notes stay
+  the input's.
 - Tempo and meter: the grid follows the file's beats, and the output is written at the file's
   first tempo (later tempo changes are not kept). The model plays bars of four quarter notes:
   a 4/4 file (or 2/2) is accepted and written as 4/4; any other meter is refused. As for
@@ -124,17 +128,33 @@ def keep_given_voices(task: str, spec: ModelSpec, given: Patterns, model: Patter
         (given.offsets, model.offsets))))
 
 
+def feel_of(engine: Engine, perf: Performance, bars: int) -> np.ndarray:
+    """(1, z_size): the mean latent (the encoder's mean) of the phrases of a recording that
+    have a note: the feel `--like` gives every phrase. TaskError for a model without an
+    encoder."""
+    if not engine.has_encoder:
+        raise TaskError(f"{engine.path}: this model has no encoder beside it "
+                        f"({engine.path.stem}.encoder.onnx), so it cannot read a feel")
+    ref = phrases(perf, engine.spec, bars)
+    active = np.flatnonzero(ref.hits.reshape(len(ref), -1).any(axis=1))
+    mu, _ = engine.encode(ref[active])
+    return mu.mean(axis=0, keepdims=True).astype(np.float32)
+
+
 def transform_phrases(engine: Engine, given: Patterns, amount: float = 1.0,
-                      temperature: float = 1.0, seed: int | None = None) -> Patterns:
+                      temperature: float = 1.0, seed: int | None = None,
+                      feel: np.ndarray | None = None) -> Patterns:
     """Every phrase with a note through the task model in one batch; silent phrases stay
-    silent. One z from the prior is shared by all phrases (the same drummer throughout)."""
+    silent. One z is shared by all phrases (the same drummer throughout): `feel` (1, z_size)
+    when given (see feel_of), else one from the prior."""
     spec = engine.spec
     out = Patterns.empty(len(given), spec)
     active = np.flatnonzero(given.hits.reshape(len(given), -1).any(axis=1))
     if active.size == 0:
         return out
     rng = np.random.default_rng(seed)
-    z = np.repeat(engine.feel_latents(1, temperature, rng), active.size, axis=0)
+    z = feel if feel is not None else engine.feel_latents(1, temperature, rng)
+    z = np.repeat(z, active.size, axis=0)
     # The engine's noise gets its own seed from the same generator: one --seed fixes both.
     noise_seed = None if seed is None else int(rng.integers(2 ** 63))
     chosen = Patterns(given.hits[active], given.velocities[active], given.offsets[active])
@@ -236,20 +256,23 @@ def check_task(engine: Engine, task: str | None) -> str:
 
 def transform_file(engine: Engine, midi_in: str | Path, out_dir: str | Path, *,
                    amount: float = 1.0, temperature: float = 1.0, seed: int | None = None,
-                   png: bool = False, task: str | None = None,
+                   png: bool = False, task: str | None = None, like: str | Path | None = None,
                    limits: ReadLimits = DEFAULT_LIMITS,
                    notice: Callable[[str], None] | None = None) -> Path:
     """`groove-live humanize | drumify | infill`: the whole file through the engine's task
     model, written atomically as <stem>.<task>.mid in out_dir at the input's length and
     tempo. task: the task the caller expects (None: whatever the model does). amount:
-    humanize only, 0..1 (see blend_humanized). notice: gets one-line remarks worth showing
-    (notes the model has no voice for). Nothing is written when anything is refused."""
+    humanize only, 0..1 (see blend_humanized). like: humanize only, a recording whose feel
+    plays the file (see feel_of). notice: gets one-line remarks worth showing (notes the model
+    has no voice for). Nothing is written when anything is refused."""
     midi_in, out_dir = Path(midi_in), Path(out_dir)
     task = check_task(engine, task)
     if not 0.0 <= amount <= 1.0 or not math.isfinite(amount):
         raise TaskError(f"amount must be between 0 and 1, got {amount:g}")
     if amount != 1.0 and task != "humanize":
         raise TaskError(f"amount is for humanize only; {task} takes the model's output as is")
+    if like is not None and task != "humanize":
+        raise TaskError(f"--like is for humanize only; {task} plays a feel of its own")
     if not math.isfinite(temperature) or temperature < 0:
         raise TaskError(f"temperature must be 0 or more, got {temperature:g}")
     if out_dir.exists() and out_dir.resolve() == midi_in.resolve():
@@ -262,8 +285,12 @@ def transform_file(engine: Engine, midi_in: str | Path, out_dir: str | Path, *,
         for line in _reading_notices(perf, task):
             notice(line)
     bars = file_bars(perf, spec, midi_in, limits)
+    feel = None
+    if like is not None:
+        ref = read_task_input(like, spec, task, limits)
+        feel = feel_of(engine, ref, file_bars(ref, spec, like, limits))
     given = phrases(perf, spec, bars)
-    made = stitch(transform_phrases(engine, given, amount, temperature, seed),
+    made = stitch(transform_phrases(engine, given, amount, temperature, seed, feel),
                   bars * spec.steps_per_bar)
 
     try:

@@ -156,6 +156,78 @@ def test_humanize_amount_scales_the_added_groove(toy_task_model_path, tmp_path):
     assert np.any(full[:, 0] != base[:, 0])  # the model did move some notes
 
 
+def _swung_groove(bars: int, late_ticks: int, velocity: int) -> list[tuple[int, int, int]]:
+    """A take with one habit: every snare `late_ticks` behind the beat, everything at one
+    velocity (a reference for --like)."""
+    return [(bar * BAR + s * TICKS_PER_STEP + (late_ticks if pitch == SNARE else 0), pitch,
+             velocity)
+            for bar in range(bars) for s, pitch in ((0, KICK), (4, SNARE), (8, KICK),
+                                                    (12, SNARE), (2, CLOSED_HAT),
+                                                    (6, CLOSED_HAT), (10, CLOSED_HAT))]
+
+
+def test_humanize_like_plays_the_feel_of_the_reference(toy_task_model_path, tmp_path):
+    """--like: the reference's mean latent is the drummer for the whole file, so the output
+    follows the reference (two references, two outputs), not a random draw of the seed."""
+    from groove_live.midi_io import read_playable
+    from groove_live.tasks import feel_of, file_bars, phrases, transform_phrases
+
+    model = toy_task_model_path("humanize")
+    src = _write(tmp_path / "beat.mid", _played_groove(4), bpm=97)
+    refs = {name: _write(tmp_path / f"{name}.mid", _swung_groove(3, late, vel))
+            for name, late, vel in (("laid_back", 40, 60), ("pushed", -40, 120))}
+    made = {}
+    for name, ref in refs.items():
+        out = tmp_path / name
+        result = _invoke("humanize", src, "--out", out, "--like", ref, "--seed", 3,
+                         "--temperature", 0, "--model", model)
+        assert result.exit_code == 0, result.output
+        made[name] = _notes(out / "beat.humanize.mid")
+    plain = tmp_path / "plain"
+    assert _invoke("humanize", src, "--out", plain, "--seed", 3, "--temperature", 0,
+                   "--model", model).exit_code == 0
+    assert made["laid_back"] != made["pushed"] != _notes(plain / "beat.humanize.mid")
+    # the same notes every time: a feel moves velocity and timing, never which notes play
+    for notes in made.values():
+        assert sorted(p for _, p, _ in notes) == sorted(p for _, p, _ in _played_groove(4))
+    # what the file got is the library's feel_of: the mean of the reference phrases' mu
+    engine = Engine.load(model)
+    ref = read_playable(refs["pushed"], engine.spec)
+    feel = feel_of(engine, ref, file_bars(ref, engine.spec))
+    mu, _ = engine.encode(phrases(ref, engine.spec, file_bars(ref, engine.spec)))
+    np.testing.assert_allclose(feel[0], mu.mean(axis=0), rtol=1e-6)
+    given = phrases(read_playable(src, engine.spec), engine.spec, 4)
+    assert transform_phrases(engine, given, temperature=0.0, seed=9, feel=feel).hits.sum() > 0
+
+
+@pytest.mark.parametrize("case", ["missing", "silent", "no encoder"])
+def test_humanize_like_refuses_a_reference_it_cannot_read_in_one_line(
+        toy_task_model_path, tmp_path, fails, case):
+    model = toy_task_model_path("humanize")
+    src = _write(tmp_path / "beat.mid", _played_groove(2))
+    ref = tmp_path / "ref.mid"
+    if case == "silent":
+        _write(ref, [], end_tick=2 * BAR)
+    elif case == "no encoder":  # the decoder alone, its encoder left behind
+        _write(ref, _swung_groove(2, 20, 90))
+        alone = tmp_path / "models" / "alone.onnx"
+        alone.parent.mkdir()
+        alone.write_bytes(Path(model).read_bytes())
+        model = alone
+    result = _invoke("humanize", src, "--out", tmp_path / "out", "--like", ref, "--model", model)
+    line = fails(result)
+    assert {"missing": "ref.mid: no such file", "silent": "ref.mid: no notes in this file",
+            "no encoder": "has no encoder"}[case] in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_only_humanize_takes_like(toy_task_model_path, tmp_path):
+    src = _write(tmp_path / "taps.mid", [(0, 60, 100)])
+    result = _invoke("drumify", src, "--out", tmp_path, "--like", src,
+                     "--model", toy_task_model_path("drumify"))
+    assert result.exit_code == 2 and "--like" in result.stderr
+
+
 def test_what_the_grid_cannot_hold_is_said_not_dropped_silently(toy_task_model_path,
                                                                    tmp_path):
     notes = _played_groove(2) + [(100, 60, 90, 0), (BAR + 12 * TICKS_PER_STEP + 5, SNARE, 20)]

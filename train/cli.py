@@ -206,8 +206,12 @@ def evaluate(run_dir, model_path, out_dir, data_dir, split, n_samples, temperatu
 @click.option("--batch", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="With --checkpoint.")
+@click.option("--like-previous", is_flag=True,
+              help="Humanize with --model only: give the model each window's previous two bars "
+                   "of the same take as the feel (what `groove-live humanize --like` does), "
+                   "beside a baseline that copies that feel.")
 def evaluate_task(model_path, checkpoint, data_dir, split, out_path, seed, temperature, batch,
-                  device):
+                  device, like_previous):
     """Score a humanize, drumify or infill model against simple baselines: a table with the
     goal lines, and with --out a JSON file."""
     from groove_live.engine import EngineError
@@ -216,9 +220,17 @@ def evaluate_task(model_path, checkpoint, data_dir, split, out_path, seed, tempe
     from .task_eval import TaskEvalError, evaluate_task_model
 
     try:
-        result = evaluate_task_model(model_path, checkpoint, data_dir, split=split, seed=seed,
-                                     temperature=temperature, batch=batch, device=device,
-                                     out=out_path)
+        if like_previous:
+            from .feel_eval import evaluate_like_previous_model
+
+            if model_path is None:
+                raise TaskEvalError("--like-previous scores an exported model: give --model")
+            result = evaluate_like_previous_model(model_path, data_dir, split, seed,
+                                                  temperature, batch, out_path)
+        else:
+            result = evaluate_task_model(model_path, checkpoint, data_dir, split=split,
+                                         seed=seed, temperature=temperature, batch=batch,
+                                         device=device, out=out_path)
     except (DataError, EngineError, TaskEvalError) as e:
         _fail(str(e))
     click.echo(result["table"])
