@@ -203,8 +203,8 @@ def _task_command(task: str, what: str, input_help: str):
         command = click.option(
             "--like", metavar="REF.mid", type=click.Path(dir_okay=False),
             help="Play it with the feel of this recording (a drummer's take, any length): "
-                 "its phrases' mean latent replaces a random drummer, so --temperature and "
-                 "--seed change nothing.")(command)
+                 "its phrases' mean latent replaces a drummer drawn at random; --temperature "
+                 "still scales the model's note-to-note variation (0: none).")(command)
     return command
 
 
