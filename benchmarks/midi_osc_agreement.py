@@ -45,14 +45,14 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def one_run(notes: int, bpm: float) -> dict:
+def one_run(notes: int, bpm: float, period: int) -> dict:
     name = f"agree-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     procs = []
     listener = OscClient(("127.0.0.1", 9))
     try:
         jackd = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r",
-                                  "48000", "-p", "64"], env=env, stdout=subprocess.DEVNULL,
+                                  "48000", "-p", str(period)], env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         procs.append(jackd)
         subprocess.run(["jack_wait", "-s", name, "-w", "-t", "15"], env=env, check=True,
@@ -98,15 +98,19 @@ def main() -> int:
     ap.add_argument("--notes", type=int, default=600, help="MIDI notes per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bpm", type=float, default=240.0)
+    ap.add_argument("--period", type=int, default=64,
+                    help="JACK period in frames (the tests use 64; a JACK MIDI port holds "
+                         "about one period's worth of bytes per cycle)")
     args = ap.parse_args()
     for tool in ("jackd", "jack_wait"):
         if shutil.which(tool) is None:
             raise SystemExit(f"midi_osc_agreement: {tool} not found (.ci/install_clients.sh)")
-    print(f"# {args.runs} runs of {args.notes} MIDI notes at {args.bpm:g} BPM")
+    print(f"# {args.runs} runs of {args.notes} MIDI notes at {args.bpm:g} BPM, JACK period "
+          f"{args.period} frames at 48 kHz")
     print("| run | MIDI notes | MIDI without OSC | OSC without MIDI | MIDI after OSC p50 / p99 / max (ms) |")
     print("|---|---:|---:|---:|---|")
     for run in range(1, args.runs + 1):
-        r = one_run(args.notes, args.bpm)
+        r = one_run(args.notes, args.bpm, args.period)
         lags = r["lags"]
         stats = (f"{lags[len(lags) // 2] * 1000:.1f} / {lags[int(len(lags) * 0.99)] * 1000:.1f}"
                  f" / {lags[-1] * 1000:.1f}" if lags else "-")
