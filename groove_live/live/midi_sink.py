@@ -109,6 +109,7 @@ class MidiSink(Sink):
     """
 
     name = "midi"
+    OWN_OFF = "midi_own_off"  # payload key: the note-off plan() made for this hit or note
     wants = frozenset({HitEvent, NoteEvent, ClockEvent})  # the hits and notes, and start/stop
     fixed_on_sync = (NoteOffEvent,)  # a bar cut short must not leave a started note sounding
 
@@ -119,7 +120,9 @@ class MidiSink(Sink):
         self._port = port
         self._description = description
         self.clock = clock
-        self._sounding: set[tuple[int, int]] = set()  # (channel, pitch)
+        # (channel, pitch) -> the note-off planned for the note sounding there (None: one this
+        # sink did not plan, which any note-off of that key ends)
+        self._sounding: dict[tuple[int, int], NoteOffEvent | None] = {}
         self.send_errors = 0
         # Prebuilt, so the clock thread does not build messages 96 times a bar.
         self._tick = mido.Message("clock")
@@ -128,12 +131,17 @@ class MidiSink(Sink):
 
     def plan(self, bar: RenderedBar) -> list[Event]:
         note_length_s = NOTE_LENGTH_STEPS * bar.step_length_s
-        events: list[Event] = [NoteOffEvent(h.t_s + note_length_s, h.bar, h.voice, h.pitch)
-                               for h in bar.hits]
+        events: list[Event] = []
+        for h in bar.hits:
+            off = NoteOffEvent(h.t_s + note_length_s, h.bar, h.voice, h.pitch)
+            h.payload[self.OWN_OFF] = off  # emit() ends a note with its own note-off only
+            events.append(off)
         # A harmonizer note ends when it is held to; planned before the next bar's notes, so a
         # note that ends where the same pitch starts again is off before it is on again.
-        events += [NoteOffEvent(n.t_s + n.duration_s, n.bar, n.voice, n.pitch, channel=n.channel)
-                   for n in bar.notes]
+        for n in bar.notes:
+            off = NoteOffEvent(n.t_s + n.duration_s, n.bar, n.voice, n.pitch, channel=n.channel)
+            n.payload[self.OWN_OFF] = off
+            events.append(off)
         if self.clock:
             events += [ClockEvent(t_s, bar.bar, "tick") for t_s in
                        tempo.midi_clock_times_s(bar.downbeat_t_s, bar.bar_length_s,
@@ -170,12 +178,15 @@ class MidiSink(Sink):
             if isinstance(event, NoteOffEvent):
                 if key not in self._sounding:
                     return
-                self._sounding.discard(key)
+                owner = self._sounding[key]
+                if owner is not None and owner is not event:
+                    return  # a later note of this pitch sounds now; its own note-off ends it
+                del self._sounding[key]
             else:
                 if key in self._sounding:  # retrigger: end the previous note first
                     self._send(self._mido.Message("note_off", channel=key[0], note=key[1],
                                                   velocity=0))
-                self._sounding.add(key)
+                self._sounding[key] = event.payload.get(self.OWN_OFF)
         else:
             return
         self._send(msg)

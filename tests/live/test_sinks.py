@@ -96,6 +96,31 @@ def test_midi_sink_plays_channel_10_with_retrigger_and_stop():
     assert port.sent[-1] == "closed"
 
 
+def test_a_retriggered_note_is_ended_by_its_own_note_off_not_the_previous_notes():
+    """Micro-timing can start a drum again before its previous note's planned note-off: the
+    retrigger ends the old note, and that old note-off must not cut the new one short."""
+    from types import SimpleNamespace
+
+    from groove_live.limits import NOTE_LENGTH_STEPS
+
+    port = FakePort()
+    sink = MidiSink(port, "fake")
+    step_s = 0.125
+    first, second = HitEvent(0.0, 0, 0, "kick", 36, 1.0), HitEvent(0.05, 0, 0, "kick", 36, 0.5)
+    offs = sink.plan(SimpleNamespace(hits=(first, second), notes=(), step_length_s=step_s))
+    assert [o.t_s for o in offs] == [pytest.approx(NOTE_LENGTH_STEPS * step_s),
+                                     pytest.approx(0.05 + NOTE_LENGTH_STEPS * step_s)]
+    assert offs[0].t_s > second.t_s  # the first note's off falls after the second note's on
+    sent_after = []
+    for e in sorted([first, second, *offs], key=lambda e: e.t_s):
+        sink.prepare(e)
+        sink.emit(e)
+        sent_after.append([(m.type, m.velocity) for m in port.sent])
+    assert sent_after[-1] == [("note_on", 127), ("note_off", 0), ("note_on", 64), ("note_off", 0)]
+    assert len(sent_after[2]) == len(sent_after[1])  # the first note's off: nothing sent
+    assert len(sent_after[3]) == 4  # the second note's own off ends it
+
+
 def test_midi_sink_without_clock_ignores_clock_but_still_ends_notes_on_stop():
     port = FakePort()
     sink = MidiSink(port, "fake", clock=False)
