@@ -95,8 +95,8 @@ def average_run(run_dir: str | Path, from_step: int, to_step: int,
     weights = average_states(states)
     steps = [s for s, _ in chosen]
     last = states[-1][1]
-    state = {"model": weights, "step": steps[-1], "val": None,
-             "averaged_steps": steps, "averaged_from": str(run_dir.resolve())}
+    # Which steps it came from is written once, in averaged.json (what export reads).
+    state = {"model": weights, "step": steps[-1], "val": None}
     for key in ("spec", "model_args"):
         if key in last:
             state[key] = last[key]

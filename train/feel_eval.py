@@ -25,10 +25,10 @@ from groove_live.pattern import OFFSET_LIMIT, OFFSET_MAX, Patterns
 from groove_live.transforms import FIXED_VELOCITY
 
 from .data import DataError, load_dataset_info, load_split
-from .task_eval import (OUT_OF_SET_REPEATS, TaskEvalError, _below, _checked, _without,
-                        batch_seed, drum_machine_patterns, format_table, goals, humanize_scores,
-                        jitter_baseline, spread_ratios, spreads, unchanged_baseline,
-                        voice_spreads, windows_with_changed_hits, write_result)
+from .task_eval import (OUT_OF_SET_REPEATS, TaskEvalError, _below, _checked, batch_seed,
+                        format_table, goals, humanize_scores, jitter_baseline,
+                        out_of_set_scores, spreads, unchanged_baseline, voice_spreads,
+                        write_result)
 
 # (patterns, references, seed) -> patterns: humanize `patterns` with the feel of `references`
 # (one reference window per pattern).
@@ -139,21 +139,14 @@ def evaluate_like_previous(transform: FeelTransform, dataset_dir: str | Path,
 
 def _out_of_set(transform: FeelTransform, spec, real: Patterns, gmd: dict, seed: int,
                 repeats: int) -> dict:
-    """The drum-machine patterns, each humanized `repeats` times with the feel of a window of
-    the split drawn with the seed: hits kept, spreads against GMD's."""
-    names, patterns = drum_machine_patterns(spec)
-    given = Patterns(*(np.repeat(a, repeats, axis=0) for a in
-                       (patterns.hits, patterns.velocities, patterns.offsets)))
+    """task_eval's drum-machine check, each pattern humanized `repeats` times with the feel of
+    a window of the split drawn with the seed."""
     rng = np.random.default_rng([seed, 1])
-    references = real[rng.choice(len(real), len(given), replace=len(real) < len(given))]
-    output = _checked(transform(given, references, seed), given)
-    ratios = spread_ratios(spreads(output, spec.drum_names), gmd)
-    return {"patterns": names, "repeats": repeats, "n_windows": len(given),
-            "windows_with_changed_hits": windows_with_changed_hits(output, given),
-            "offset_std_ratio": ratios["offset"]["all"],
-            "velocity_std_ratio": ratios["velocity"]["all"],
-            "offset_std_ratio_per_voice": _without("all", ratios["offset"]),
-            "velocity_std_ratio_per_voice": _without("all", ratios["velocity"])}
+
+    def with_feels(given: Patterns, seed: int) -> Patterns:
+        references = real[rng.choice(len(real), len(given), replace=len(real) < len(given))]
+        return transform(given, references, seed)
+    return out_of_set_scores(with_feels, spec, gmd, seed, repeats)
 
 
 def evaluate_like_previous_model(model_path: str | Path, dataset_dir: str | Path,
