@@ -125,9 +125,30 @@ class ConditionedVAE(nn.Module):
         kl = kl_divergence(mu, sigma)
         kl_cost = torch.clamp(kl - self.cfg.free_nats, min=0.0).mean()
         recon = hit_loss + vel_loss + off_loss
-        return {"loss": recon + self.cfg.beta * kl_cost, "recon": recon, "hit_loss": hit_loss,
-                "velocity_loss": vel_loss, "offset_loss": off_loss, "kl": kl.mean(),
-                "kl_cost": kl_cost}
+        loss = recon + self.cfg.beta * kl_cost
+        terms = {"recon": recon, "hit_loss": hit_loss, "velocity_loss": vel_loss,
+                 "offset_loss": off_loss, "kl": kl.mean(), "kl_cost": kl_cost}
+        if self.cfg.centre_weight > 0:
+            centre = self.centre_loss(x)
+            loss = loss + self.cfg.centre_weight * centre
+            terms["centre_loss"] = centre
+        return {"loss": loss, **terms}
+
+    def centre_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared error of the velocity and timing means decoded at z = 0 against the played
+        take, on the true hits of the voices the task writes (offsets doubled, as the other
+        terms, to span [-1, 1)). Why: the decoder learns from posterior latents, which already
+        carry this take's push and drag, so nothing else asks z = 0 to be the best guess from
+        the score alone; this term does, and temperature 0 then plays it."""
+        target, control = self.split(x)
+        c = self.spec.n_drums
+        hits, vel, off = target[..., :c], target[..., c:2 * c], target[..., 2 * c:]
+        z0 = control.new_zeros((control.shape[0], self.cfg.z_size))
+        heads = {k: v.float() for k, v in self.decoder(z0, control).items()}
+        on = hits * self.generated
+        err = ((heads["velocity_mean"] - vel).pow(2)
+               + (2 * heads["offset_mean"] - 2 * off).pow(2)) * on
+        return err.sum(dim=(1, 2)).mean()
 
     # --- inference (what the ONNX decoder computes) -----------------------------------------
     def sample(self, z: torch.Tensor, temperature: torch.Tensor, hit_noise: torch.Tensor,
