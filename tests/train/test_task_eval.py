@@ -71,6 +71,21 @@ def test_maes_of_known_shifts_at_each_windows_tempo():
     assert np.isnan(te.timing_mae_ms(real, pred, 120.0, np.zeros_like(real.hits, bool)))
 
 
+def test_timing_explained_is_zero_for_the_grid_one_for_the_take_and_known_between():
+    real = Patterns.concat([one_window([(0, KICK), (8, SNARE)], 0.5, 0.2),
+                            one_window([(0, KICK), (8, SNARE)], 0.5, 0.1)])
+    bpm = np.array([120.0, 60.0])  # 25 ms and 25 ms: the two windows weigh the same
+    grid = Patterns(real.hits.copy(), real.velocities.copy(), np.zeros_like(real.offsets))
+    assert te.timing_explained(real, grid, bpm) == pytest.approx(0.0)
+    assert te.timing_explained(real, real, bpm) == pytest.approx(1.0)
+    half = Patterns(real.hits.copy(), real.velocities.copy(), real.offsets / 2)
+    assert te.timing_explained(real, half, bpm) == pytest.approx(0.75)  # 1 - (1/2)^2
+    wrong_way = Patterns(real.hits.copy(), real.velocities.copy(), -real.offsets)
+    assert te.timing_explained(real, wrong_way, bpm) == pytest.approx(-3.0)
+    # Nothing to explain: no number rather than a flattering one.
+    assert np.isnan(te.timing_explained(grid, real, bpm))
+
+
 def test_unchanged_baseline_is_the_input_and_has_no_spread():
     real = played()
     unchanged = te.unchanged_baseline(real, SPEC)
