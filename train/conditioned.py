@@ -36,6 +36,14 @@ from .model import Encoder, _gaussian_nll, kl_divergence, split_heads
 
 
 
+def _squared_errors(heads: dict[str, torch.Tensor], vel: torch.Tensor, off: torch.Tensor,
+                    on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-cell squared errors of the velocity and offset means where `on` (offsets doubled
+    to span [-1, 1), as Magenta's MSE heads)."""
+    return ((heads["velocity_mean"] - vel).pow(2) * on,
+            (2 * heads["offset_mean"] - 2 * off).pow(2) * on)
+
+
 class ConditionedDecoder(nn.Module):
     """Bidirectional LSTM over (control, z) per step -> hit, velocity and offset heads."""
 
@@ -102,9 +110,8 @@ class ConditionedVAE(nn.Module):
         heads, mu, sigma = outputs
         heads = {k: v.float() for k, v in heads.items()}
         mu, sigma = mu.float(), sigma.float()
-        target, _ = self.split(x)
-        c = self.spec.n_drums
-        hits, vel, off = target[..., :c], target[..., c:2 * c], target[..., 2 * c:]
+        target, control = self.split(x)
+        hits, vel, off = self._parts(target)
         writes = self.generated  # (C,)
         if self.task == "humanize":  # the hits are given: nothing to learn about them
             hit_loss = heads["hit_logits"].new_zeros(())
@@ -118,8 +125,7 @@ class ConditionedVAE(nn.Module):
             off_loss = _gaussian_nll(2 * off, 2 * heads["offset_mean"],
                                      2 * heads["offset_std"]) * on
         else:
-            vel_loss = (heads["velocity_mean"] - vel).pow(2) * on
-            off_loss = (2 * heads["offset_mean"] - 2 * off).pow(2) * on
+            vel_loss, off_loss = _squared_errors(heads, vel, off, on)
         vel_loss = vel_loss.sum(dim=(1, 2)).mean()
         off_loss = off_loss.sum(dim=(1, 2)).mean()
         kl = kl_divergence(mu, sigma)
@@ -129,26 +135,27 @@ class ConditionedVAE(nn.Module):
         terms = {"recon": recon, "hit_loss": hit_loss, "velocity_loss": vel_loss,
                  "offset_loss": off_loss, "kl": kl.mean(), "kl_cost": kl_cost}
         if self.cfg.centre_weight > 0:
-            centre = self.centre_loss(x)
+            centre = self.centre_loss(control, vel, off, on)
             loss = loss + self.cfg.centre_weight * centre
             terms["centre_loss"] = centre
         return {"loss": loss, **terms}
 
-    def centre_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Squared error of the velocity and timing means decoded at z = 0 against the played
-        take, on the true hits of the voices the task writes (offsets doubled, as the other
-        terms, to span [-1, 1)). Why: the decoder learns from posterior latents, which already
-        carry this take's push and drag, so nothing else asks z = 0 to be the best guess from
-        the score alone; this term does, and temperature 0 then plays it."""
-        target, control = self.split(x)
+    def _parts(self, target: torch.Tensor):
+        """(hits, velocities, offsets) of a flat (B, T, 3C) pattern."""
         c = self.spec.n_drums
-        hits, vel, off = target[..., :c], target[..., c:2 * c], target[..., 2 * c:]
+        return target[..., :c], target[..., c:2 * c], target[..., 2 * c:]
+
+    def centre_loss(self, control: torch.Tensor, vel: torch.Tensor, off: torch.Tensor,
+                    on: torch.Tensor) -> torch.Tensor:
+        """Squared error of the velocity and timing means decoded at z = 0 from `control`
+        against the played take's `vel` and `off`, where `on` (the true hits of the voices the
+        task writes). Why: the decoder learns from posterior latents, which already carry this
+        take's push and drag, so nothing else asks z = 0 to be the best guess from the score
+        alone; this term does, and temperature 0 then plays it."""
         z0 = control.new_zeros((control.shape[0], self.cfg.z_size))
         heads = {k: v.float() for k, v in self.decoder(z0, control).items()}
-        on = hits * self.generated
-        err = ((heads["velocity_mean"] - vel).pow(2)
-               + (2 * heads["offset_mean"] - 2 * off).pow(2)) * on
-        return err.sum(dim=(1, 2)).mean()
+        vel_err, off_err = _squared_errors(heads, vel, off, on)
+        return (vel_err + off_err).sum(dim=(1, 2)).mean()
 
     # --- inference (what the ONNX decoder computes) -----------------------------------------
     def sample(self, z: torch.Tensor, temperature: torch.Tensor, hit_noise: torch.Tensor,

@@ -64,7 +64,10 @@ def test_the_centre_term_is_the_z0_decodes_squared_error_on_the_played_hits():
 def test_the_centre_term_trains_the_decoder_only():
     model = _model(1.0)
     x = _takes(model)
-    model.centre_loss(x).backward()
+    target, control = model.split(x)
+    c = model.spec.n_drums
+    hits, vel, off = target[..., :c], target[..., c:2 * c], target[..., 2 * c:]
+    model.centre_loss(control, vel, off, hits * model.generated).backward()
     assert all(p.grad is None or not p.grad.any() for p in model.encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
 
